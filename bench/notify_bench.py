@@ -1,0 +1,391 @@
+"""Notify's webhook throughput and latency, on embedded PostgreSQL and NATS.
+
+    python -m bench.notify_bench [--rate 1000] [--duration 5]
+
+What it does, all on loopback and all removed at the end:
+  1. embedded PostgreSQL and NATS in a temporary directory (or POSTGRES_DSN / NATS_URL), a
+     fresh database and JetStream stream;
+  2. a webhook receiver process that de-duplicates on the idempotency key and notes when each
+     case's notice first arrived;
+  3. N registered cases (not measured), then the notify service as a process (its relay
+     publishes the log, its consumer plans, its senders POST, its recorder appends the outcome);
+  4. at a fixed offered rate, RoutedToUnit is committed for those cases (the commit time is
+     noted when the store's transaction returns); each makes one signed assignment slip to the
+     lead unit's webhook;
+  5. measured: deliveries per second (first commit to last arrival), latency from each event's
+     commit to its arrival at the receiver (p50, p99), and when the outcome is recorded on
+     every case; baseline (same run, same receiver): signed POSTs straight from one asyncio
+     client with no store, bus or bookkeeping.
+
+`run(...)` returns rows {what, measured, baseline, target}; `main` prints them.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def log(msg: str) -> None:
+    print(f"[notify-bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- receiver
+
+
+def _receiver_main(port: int) -> None:
+    """A minimal HTTP/1.1 keep-alive webhook receiver: 200 to every POST, de-duplicating on
+    Idempotency-Key; GET /stats -> counts, GET /dump -> {case_id: first arrival (unix s)}."""
+    arrivals: dict[str, float] = {}
+    keys: set[str] = set()
+    posts = 0
+
+    def response(status: str, body: bytes = b"") -> bytes:
+        return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal posts
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                now = time.time()
+                lines = head.split(b"\r\n")
+                method, path, _ = lines[0].split(b" ", 2)
+                length, key = 0, ""
+                for line in lines[1:]:
+                    name, _, value = line.partition(b":")
+                    name = name.strip().lower()
+                    if name == b"content-length":
+                        length = int(value)
+                    elif name == b"idempotency-key":
+                        key = value.strip().decode()
+                if length:
+                    await reader.readexactly(length)
+                if method == b"POST" and key.startswith("baseline-"):
+                    writer.write(response("200 OK", b'{"duplicate":false}'))
+                elif method == b"POST":
+                    posts += 1
+                    duplicate = key in keys
+                    if not duplicate:
+                        keys.add(key)
+                        arrivals.setdefault(key.split(":", 1)[0], now)
+                    writer.write(response("200 OK", b'{"duplicate":%s}' % (
+                        b"true" if duplicate else b"false")))
+                elif path == b"/stats":
+                    writer.write(response("200 OK", json.dumps(
+                        {"cases": len(arrivals), "keys": len(keys), "posts": posts}).encode()))
+                elif path == b"/dump":
+                    writer.write(response("200 OK", json.dumps(arrivals).encode()))
+                else:
+                    writer.write(response("404 Not Found"))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with server:
+            await stop.wait()
+
+    asyncio.run(serve())
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def _get_json(port: int, path: str) -> Any:
+    import httpx
+
+    return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10).json()
+
+
+# ----------------------------------------------------------------------------- baseline
+
+
+async def _baseline(port: int, n: int, concurrency: int = 64) -> float:
+    """Signed POSTs of a realistic body straight to the receiver: deliveries/s."""
+    from services.notify.http11 import Http11Client
+    from services.notify.webhook import WebhookSender
+
+    body = {"case_id": "x", "documents": [{"html": "交办单" * 600}]}
+    client = Http11Client(10, concurrency)
+    try:
+        sender = WebhookSender(client, "bench-secret")
+        url = f"http://127.0.0.1:{port}/units/baseline"
+        queue = list(range(n))
+
+        async def worker() -> None:
+            while queue:
+                i = queue.pop()
+                await sender.send(url, f"baseline-{uuid.uuid4().hex}:{i}", body)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return n / (time.perf_counter() - started)
+    finally:
+        await client.aclose()
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def run(rate: float = 1000.0, duration: float = 5.0, *, data_dir: Path | None = None,
+        timeout: float = 120.0) -> list[dict[str, Any]]:
+    """Run once; returns rows {what, measured, baseline, target}."""
+    import psycopg
+
+    from petitions.devstack import (
+        ServiceProcess,
+        free_port,
+        infrastructure,
+        service_env,
+        start_service,
+        stop_process,
+        wait_until_ready,
+    )
+    from petitions.infra.dsn import as_uri
+    from petitions.infra.schema import migrate
+    from petitions.infra.settings import CommonAuthSettings
+    from petitions.infra.store import CaseStore
+
+    n = int(rate * duration)
+    tmp = Path(tempfile.mkdtemp(prefix="notify-bench-", dir=data_dir))
+    run_id = uuid.uuid4().hex[:8]
+    with ExitStack() as exits:
+        exits.callback(shutil.rmtree, tmp, True)
+        infra = exits.enter_context(infrastructure(tmp))
+        dbname = f"notify_bench_{run_id}"
+        with psycopg.connect(infra.postgres_dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+
+        def drop() -> None:
+            with psycopg.connect(infra.postgres_dsn, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+        exits.callback(drop)
+        dsn = as_uri(infra.postgres_dsn, dbname)
+        migrate(dsn)
+        stream = f"NOTIFY_BENCH_{run_id.upper()}"
+        exits.callback(lambda: asyncio.run(_delete_stream(infra.nats_url, stream)))
+
+        receiver_port = free_port()
+        receiver = subprocess.Popen([sys.executable, "-m", "bench.notify_bench", "receiver",
+                                     str(receiver_port)], cwd=REPO_ROOT,
+                                    env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        exits.callback(stop_process, receiver)
+
+        log(f"baseline: {n} signed POSTs straight to the receiver")
+        time.sleep(0.5)
+        baseline = asyncio.run(_baseline(receiver_port, n))
+
+        store = CaseStore(dsn, pool_size=2, cipher_key=CommonAuthSettings().payload_encryption_key)
+        exits.callback(store.close)
+        log(f"registering {n} cases (not measured)")
+        cases = _register(store, n)
+
+        notify_port = free_port()
+        env = service_env(infra, {
+            "POSTGRES_DSN": dsn, "NATS_STREAM": stream,
+            "NATS_SUBJECT_PREFIX": f"nbench{run_id}", "NOTIFY_HTTP_PORT": str(notify_port),
+            "NOTIFY_DEFAULT_WEBHOOK_URL": f"http://127.0.0.1:{receiver_port}/units/{{unit_id}}",
+            "LOG_LEVEL": "WARNING",
+        })
+        log_dir = tmp / "logs"
+        profile = os.environ.get("NOTIFY_BENCH_PROFILE")
+        if profile:  # python -m cProfile around the service, written when it stops
+            log_dir.mkdir(parents=True, exist_ok=True)
+            proc = subprocess.Popen([sys.executable, "-m", "cProfile", "-o", profile, "-m",
+                                     "services.notify.main"], env=env, cwd=REPO_ROOT,
+                                    stdout=open(log_dir / "notify.log", "ab"),  # noqa: SIM115
+                                    stderr=subprocess.STDOUT)
+            notify = ServiceProcess("notify", notify_port, proc)
+        else:
+            notify = start_service("notify", env, log_dir)
+        exits.callback(notify.stop)
+        wait_until_ready([notify])
+        _wait_relay_caught_up(dsn, timeout)
+        cpu_before = _cpu_seconds(notify.proc.pid)
+
+        log(f"offering {rate:.0f} RoutedToUnit/s for {duration:.0f} s")
+        commits = _route_at_rate(store, cases, rate)
+        deadline = time.monotonic() + timeout
+        while _get_json(receiver_port, "/stats")["cases"] < n + 0:
+            if time.monotonic() > deadline:
+                log("timed out waiting for the deliveries")
+                break
+            time.sleep(0.2)
+        arrivals = _get_json(receiver_port, "/dump")
+        recorded_at = _wait_recorded(dsn, n, deadline)
+        stats = _get_json(receiver_port, "/stats")
+        cpu = _cpu_seconds(notify.proc.pid) - cpu_before
+
+    latencies = [(arrivals[c] - t) * 1000 for c, t in commits.items() if c in arrivals]
+    first_commit = min(commits.values())
+    last_arrival = max((arrivals[c] for c in commits if c in arrivals), default=first_commit)
+    throughput = len(latencies) / max(1e-9, last_arrival - first_commit)
+    offered = n / max(1e-9, max(commits.values()) - first_commit)
+    recorded_rate = n / max(1e-9, recorded_at - first_commit) if recorded_at else 0.0
+    rows = [
+        {"what": "notify: webhook deliveries/s (offered "
+                 f"{offered:.0f}/s, {n} events)", "measured": round(throughput, 1),
+         "baseline": round(baseline, 1), "target": ">= 1000"},
+        {"what": "notify: commit -> receiver p50 (ms)", "measured": round(_pct(latencies, 50), 1),
+         "baseline": None, "target": None},
+        {"what": "notify: commit -> receiver p99 (ms)", "measured": round(_pct(latencies, 99), 1),
+         "baseline": None, "target": "< 100"},
+        {"what": "notify: outcomes recorded on the cases/s", "measured": round(recorded_rate, 1),
+         "baseline": None, "target": None},
+        {"what": "notify: process CPU per delivery (ms; relay, plan, send, record)",
+         "measured": round(cpu * 1000 / max(1, len(latencies)), 2), "baseline": None,
+         "target": "<= 1 (one core for 1000/s)"},
+        {"what": "notify: receiver posts / distinct keys / cases delivered",
+         "measured": f"{stats['posts']} / {stats['keys']} / {len(latencies)} of {n}",
+         "baseline": None, "target": f"{n} / {n} / {n}"},
+    ]
+    return rows
+
+
+async def _delete_stream(url: str, stream: str) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        await nc.jetstream().delete_stream(stream)
+    except Exception:
+        pass
+    finally:
+        await nc.close()
+
+
+def _register(store: Any, n: int) -> list[Any]:
+    from petitions.domain.case import Case
+    from petitions.domain.values import Actor, Category, Channel, Petitioner
+
+    clerk = Actor(id="bench-clerk", role="intake_clerk", jurisdiction="330106")
+    now = datetime.now(UTC)
+    cases = []
+    for i in range(n):
+        cases.append(Case.register(
+            case_id=uuid.uuid4(), case_number=f"330106-2026-{i:06d}", channel=Channel.LETTER,
+            category=Category.APPEAL, division="330106", subject="land",
+            content="村里重新分配宅基地时漏掉了我家", requests=["重新丈量并登记"], people_count=1,
+            petitioner=Petitioner(name="张三", phone="13800000000"), received_at=now,
+            submission_digest=uuid.uuid4().hex, actor=clerk, at=now))
+    for i in range(0, n, 500):
+        store.save(*cases[i:i + 500])
+    return cases
+
+
+def _wait_relay_caught_up(dsn: str, timeout: float) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        head = conn.execute("SELECT max(notification_id) FROM cases_events").fetchone()[0] or 0
+        while True:
+            row = conn.execute("SELECT position FROM log_positions WHERE reader = 'relay'"
+                               ).fetchone()
+            if row and row[0] >= head:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("the relay did not catch up")
+            time.sleep(0.2)
+
+
+def _route_at_rate(store: Any, cases: list[Any], rate: float) -> dict[str, float]:
+    """Commit RoutedToUnit for every case at `rate`/s, in small transactions every 10 ms."""
+    from petitions.domain.values import Actor
+
+    router = Actor(id="routing-service", role="service")
+    commits: dict[str, float] = {}
+    tick = 0.01
+    per_tick = max(1, int(round(rate * tick)))
+    started = time.monotonic()
+    for i in range(0, len(cases), per_tick):
+        due = started + (i / per_tick) * tick
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        batch = cases[i:i + per_tick]
+        now = datetime.now(UTC)
+        for case in batch:
+            case.route_to_unit(unit_id="land-330106", unit_name="西湖区自然资源和规划局",
+                               rule_id="bench", rule_set_version="bench", explanation="bench",
+                               actor=router, at=now)
+        store.save(*batch)
+        committed = time.time()
+        for case in batch:
+            commits[str(case.id)] = committed
+    return commits
+
+
+def _wait_recorded(dsn: str, n: int, deadline: float) -> float | None:
+    """When every delivery row was settled after its outcome was recorded on the case."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT count(*), extract(epoch FROM max(updated_at)) FROM "
+                               "deliveries WHERE state = 'delivered'").fetchone()
+            if row[0] >= n:
+                return float(row[1])
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.2)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["receiver"]:
+        _receiver_main(int(argv[1]))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench.notify_bench")
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--duration", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    rows = run(args.rate, args.duration)
+    width = max(len(r["what"]) for r in rows)
+    print(f"{'what':<{width}}  {'measured':>14}  {'baseline':>10}  target")
+    for r in rows:
+        baseline = "—" if r["baseline"] is None else r["baseline"]
+        print(f"{r['what']:<{width}}  {r['measured']!s:>14}  {baseline!s:>10}  "
+              f"{r['target'] or '—'}")
+    print(json.dumps(rows, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

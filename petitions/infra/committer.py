@@ -1,0 +1,121 @@
+"""Group commit: new aggregates queued by concurrent requests are saved several per
+transaction. The store's insert path serialises transactions (a table lock), so batching is
+what lets intake go past the one-transaction-per-request ceiling. No artificial delay: a batch
+is whatever queued while the previous transaction was committing.
+
+Each save keeps the context of the request that asked for it (its trace, its case), so the
+trace context stored beside the events is the request's, not the committer's."""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError
+
+from petitions.infra import tracing
+from petitions.infra.logs import bind_case
+from petitions.infra.store import CaseStore
+
+log = logging.getLogger(__name__)
+
+_Item = tuple[Any, contextvars.Context, "asyncio.Future[None]"]
+_STOP: Any = object()
+
+
+class CommitterStopped(ConnectionError):
+    """The service is shutting down and takes no more saves (answered as 503/UNAVAILABLE)."""
+
+
+class GroupCommitter:
+    def __init__(self, store: CaseStore, *, max_batch: int = 100) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self.transactions = 0
+        self.saved = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="group-committer")
+
+    async def save(self, aggregate: Any) -> None:
+        """Durably save a new aggregate; raises what saving it alone would raise."""
+        if self._stopped:
+            raise CommitterStopped("shutting down; not saving")
+        bind_case(aggregate.id)
+        tracing.annotate_case(aggregate.id)
+        types = ",".join(sorted({type(e).__name__ for e in aggregate.pending_events}))
+        with tracing.span(f"append {types}", {tracing.CASE_ID_ATTRIBUTE: str(aggregate.id)}):
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            await self._queue.put((aggregate, contextvars.copy_context(), done))
+            await done
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is _STOP:
+                return
+            batch: list[_Item] = [first]
+            stop_after = False
+            while len(batch) < self.max_batch and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is _STOP:
+                    stop_after = True
+                    break
+                batch.append(item)
+            await self._commit(batch)
+            if stop_after:
+                return
+
+    async def _commit(self, batch: list[_Item]) -> None:
+        try:
+            await asyncio.to_thread(self.store.save, *(a for a, _, _ in batch),
+                                    contexts=[c for _, c, _ in batch])
+            self.transactions += 1
+            self.saved += len(batch)
+            _settle(batch, None)
+        except IntegrityError:
+            # One of them conflicts (e.g. a concurrent idempotent retry): save each alone so
+            # only the conflicting request sees the error.
+            for item in batch:
+                aggregate, context, _ = item
+                try:
+                    await asyncio.to_thread(self.store.save, aggregate, contexts=[context])
+                    self.transactions += 1
+                    self.saved += 1
+                    _settle([item], None)
+                except Exception as exc:
+                    _settle([item], exc)
+        except Exception as exc:
+            _settle(batch, exc)
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Take no new saves, commit every save already queued, then stop."""
+        self._stopped = True
+        if self._task is None or self._task.done():
+            return
+        self._queue.put_nowait(_STOP)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            log.warning("group committer did not finish in %ss; cancelled", timeout)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        # Nothing can be queued after _STOP (saves are refused first), but be certain.
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not _STOP:
+                _settle([item], CommitterStopped("shutting down; not saved"))
+
+
+def _settle(batch: list[_Item], exc: Exception | None) -> None:
+    for _, _, done in batch:
+        if done.done():
+            continue
+        if exc is None:
+            done.set_result(None)
+        else:
+            done.set_exception(exc)

@@ -1,0 +1,113 @@
+"""Reading the store's notification log (asyncpg) and tracking readers' positions."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from petitions.infra.events import LoggedEvent
+from petitions.infra.store import EVENTS_TABLE, TRACE_CONTEXT_TABLE
+
+Decoder = Callable[[UUID, int, str, bytes], Any]
+
+
+class EventLog:
+    """The append-only log of every case event, in commit order (notification id)."""
+
+    def __init__(self, pool: asyncpg.Pool, decode: Decoder) -> None:
+        self.pool = pool
+        self.decode = decode
+
+    async def read_after(self, position: int, limit: int = 500,
+                         conn: asyncpg.Connection | None = None) -> list[LoggedEvent]:
+        sql = (
+            f"SELECT notification_id, originator_id, originator_version, topic, state "
+            f"FROM {EVENTS_TABLE} WHERE notification_id > $1 "
+            f"ORDER BY notification_id LIMIT $2"
+        )
+        rows = await (conn or self.pool).fetch(sql, position, limit)
+        return [
+            LoggedEvent.from_domain_event(
+                r["notification_id"],
+                self.decode(r["originator_id"], r["originator_version"], r["topic"], r["state"]),
+            )
+            for r in rows
+        ]
+
+    async def read_traced_after(self, position: int, limit: int = 500) -> list[LoggedEvent]:
+        """As `read_after`, with the trace context stored beside each event (for the relay)."""
+        sql = (
+            f"SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, "
+            f"t.traceparent FROM {EVENTS_TABLE} e LEFT JOIN {TRACE_CONTEXT_TABLE} t "
+            f"ON t.originator_id = e.originator_id "
+            f"AND t.originator_version = e.originator_version "
+            f"WHERE e.notification_id > $1 ORDER BY e.notification_id LIMIT $2"
+        )
+        rows = await self.pool.fetch(sql, position, limit)
+        return [
+            dataclasses.replace(LoggedEvent.from_domain_event(
+                r["notification_id"],
+                self.decode(r["originator_id"], r["originator_version"], r["topic"], r["state"]),
+            ), traceparent=r["traceparent"])
+            for r in rows
+        ]
+
+    async def head(self) -> int:
+        value = await self.pool.fetchval(f"SELECT max(notification_id) FROM {EVENTS_TABLE}")
+        return int(value or 0)
+
+
+class Positions:
+    """Where each log reader (relay, projections) has got to."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def get(self, reader: str, conn: asyncpg.Connection | None = None) -> int:
+        value = await (conn or self.pool).fetchval(
+            "SELECT position FROM log_positions WHERE reader = $1", reader
+        )
+        return int(value or 0)
+
+    async def set(self, reader: str, position: int, conn: asyncpg.Connection | None = None) -> None:
+        await (conn or self.pool).execute(
+            "INSERT INTO log_positions (reader, position) VALUES ($1, $2) "
+            "ON CONFLICT (reader) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+            reader, position,
+        )
+
+
+class LogWaker:
+    """Wakes log readers when the store NOTIFYs a commit; readers also poll, because
+    a NOTIFY can be missed (e.g. across a reconnect)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+
+    async def start(self, pool: asyncpg.Pool) -> None:
+        self._conn = await pool.acquire()
+        await self._conn.add_listener(EVENTS_TABLE, self._on_notify)
+        self._pool = pool
+
+    def _on_notify(self, *_: Any) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._event.clear()
+
+    async def stop(self) -> None:
+        if self._conn is not None:
+            try:
+                await self._conn.remove_listener(EVENTS_TABLE, self._on_notify)
+            finally:
+                await self._pool.release(self._conn)
+            self._conn = None

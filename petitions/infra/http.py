@@ -1,0 +1,322 @@
+"""HTTP plumbing every service shares: health, readiness, metrics, limits, error mapping."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import asyncpg
+import uvicorn
+from eventsourcing.persistence import InterfaceError as StoreInterfaceError
+from eventsourcing.persistence import OperationalError as StoreOperationalError
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from petitions.domain.access import AccessDenied, Principal
+from petitions.domain.errors import IllegalTransition, RuleViolation
+from petitions.infra import tracing
+from petitions.infra.auth import InvalidToken, TokenAuthority
+from petitions.infra.logs import bind_case
+from petitions.infra.store import ConcurrencyConflict
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter("http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
+LATENCY = Histogram("http_request_seconds", "HTTP request latency", ["service", "method", "route"])
+
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class BodyLimits:
+    """Refuse oversized bodies (413) and non-JSON bodies (415) before any handler runs."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _nul_in_url(scope):
+            await _send_nul_refusal(send, "query")
+            return
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await _send_error(send, 413, f"body is larger than {self.max_bytes} bytes")
+            return
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            await _send_error(send, 415, "content type must be application/json")
+            return
+        body = await self._read_body(receive)
+        if body is None:
+            await _send_error(send, 413, f"body is larger than {self.max_bytes} bytes")
+            return
+        # PostgreSQL text and jsonb cannot hold U+0000: refuse it before anything is written.
+        if b"\x00" in body or b"\\u0000" in body:
+            await _send_nul_refusal(send, "body")
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body (at most max_bytes; None when larger)."""
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return bytes(body)
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                return None
+            if not message.get("more_body", False):
+                return bytes(body)
+
+
+def _nul_in_url(scope: Scope) -> bool:
+    """U+0000 anywhere in the path or query (PostgreSQL text cannot hold it)."""
+    query = scope.get("query_string", b"").lower()
+    return b"%00" in query or b"\x00" in query or "\x00" in scope.get("path", "")
+
+
+async def _send_nul_refusal(send: Send, where: str) -> None:
+    await _send_json(send, 422, {"detail": [{
+        "loc": [where], "msg": "text may not contain the NUL character (U+0000)",
+        "type": "value_error"}]})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+# Newer FastAPI traces, meters and logs natively as soon as a tracer provider is set. Ours is
+# tracing.TracingMiddleware (probes untraced, case ids on spans); FastAPI's own log records of
+# validation failures would carry petition input, so its native telemetry stays off.
+_NO_NATIVE_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False,
+                   "operation_spans": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {})
+
+
+class Draining:
+    """Once shutdown has begun, new requests (not probes) get 503 with Retry-After and
+    `Connection: close`; requests already in flight are past this point and finish."""
+
+    def __init__(self, app: ASGIApp, draining: asyncio.Event) -> None:
+        self.app = app
+        self.draining = draining
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and self.draining.is_set()
+                and scope["path"] not in PROBE_PATHS):
+            response = JSONResponse({"error": "shutting down; retry later"}, status_code=503,
+                                    headers={"Retry-After": "2", "Connection": "close"})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _bind_case_in_path(request: Request) -> None:
+    """Every log line and the trace of a request about one case name that case."""
+    case_id = request.path_params.get("case_id")
+    if case_id:
+        bind_case(case_id)
+        tracing.annotate_case(case_id)
+
+
+async def _send_error(send: Send, status: int, detail: str) -> None:
+    await _send_json(send, status, {"error": detail})
+
+
+async def _send_json(send: Send, status: int, content: dict[str, Any]) -> None:
+    response = JSONResponse(content, status_code=status)
+    await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <token>")
+
+
+async def current_principal(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
+) -> Principal:
+    """The authenticated caller; 401 without a valid bearer token."""
+    authority: TokenAuthority = request.app.state.token_authority
+    try:
+        if credentials is None:
+            raise InvalidToken("missing bearer token")
+        return authority.verify(credentials.credentials)
+    except InvalidToken as exc:
+        raise HTTPException(401, detail=f"unauthenticated: {exc}",
+                            headers={"WWW-Authenticate": "Bearer"}) from exc
+
+
+def build_app(service: str, title: str, ready: Callable[[], Awaitable[dict[str, bool]]],
+              authority: TokenAuthority, *, max_body_bytes: int = 1024 * 1024) -> FastAPI:
+    app = FastAPI(title=title, version="1.0.0", dependencies=[Depends(_bind_case_in_path)],
+                  responses={400: {"description": "the body is not valid UTF-8 JSON"}},
+                  **_NO_NATIVE_TELEMETRY)
+    app.state.token_authority = authority
+    app.state.draining = asyncio.Event()
+    _add_probes(app, ready)
+    _add_error_handlers(app)
+    _add_metrics(app, service)
+    app.add_middleware(BodyLimits, max_bytes=max_body_bytes)
+    app.add_middleware(Draining, draining=app.state.draining)
+    # Outermost: the server span covers everything below, 413/415/503 answers included.
+    app.add_middleware(tracing.TracingMiddleware, service=service)
+    return app
+
+
+def _add_probes(app: FastAPI, ready: Callable[[], Awaitable[dict[str, bool]]]) -> None:
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> JSONResponse:
+        checks = await ready()
+        if app.state.draining.is_set():
+            checks["accepting"] = False  # shutting down
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(IllegalTransition)
+    async def illegal(_: Request, exc: IllegalTransition) -> JSONResponse:
+        return JSONResponse(status_code=409, content={
+            "error": str(exc), "current_state": exc.current_state, "allowed_actions": exc.allowed,
+        })
+
+    @app.exception_handler(AccessDenied)
+    async def denied(_: Request, exc: AccessDenied) -> JSONResponse:
+        return JSONResponse(status_code=403, content={"error": str(exc)})
+
+    @app.exception_handler(RuleViolation)
+    async def rule(_: Request, exc: RuleViolation) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"error": str(exc)})
+
+    # The database or broker is away (e.g. PostgreSQL restarting): 503 with Retry-After, never
+    # 500. asyncpg raises InternalClientError when a pooled connection dies mid-query, and
+    # AdminShutdown/CannotConnectNow while the server shuts down or starts.
+    unavailable = (ConcurrencyConflict, StoreOperationalError, StoreInterfaceError,
+                   asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                   asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.AdminShutdownError,
+                   asyncpg.TooManyConnectionsError, ConnectionError, OSError,
+                   asyncio.TimeoutError)
+    for exc_type in unavailable:
+        app.add_exception_handler(exc_type, _unavailable)
+
+
+async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("dependency unavailable: %s", exc)
+    return JSONResponse(status_code=503, headers={"Retry-After": "2"},
+                        content={"error": "temporarily unavailable, retry later"})
+
+
+def _add_metrics(app: FastAPI, service: str) -> None:
+    app.add_middleware(RequestMetrics, service=service)
+
+
+class RequestMetrics:
+    """Request count and latency per route, as plain ASGI (BaseHTTPMiddleware costs a task and
+    a stream per request)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            REQUESTS.labels(self.service, method, route, str(status)).inc()
+            LATENCY.labels(self.service, method, route).observe(time.perf_counter() - start)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its shutdown, which makes the process exit by signal;
+    the composition root owns signals instead, so a clean stop exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_http(app: FastAPI, host: str, port: int,
+                     on_signal: Callable[[], None] | None = None, *,
+                     drain_seconds: float = 0.0) -> None:
+    """Serve until SIGTERM/SIGINT: `on_signal` runs first and readiness goes false; for
+    `drain_seconds` new requests get 503 (Retry-After) while those in flight go on; then
+    uvicorn stops accepting connections and finishes the requests in flight. A second signal
+    skips the rest of the drain."""
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=15, lifespan="off")
+    server = _Server(config)
+
+    draining: asyncio.Event | None = getattr(app.state, "draining", None)
+
+    def close_listener() -> None:
+        server.should_exit = True
+
+    def stop() -> None:
+        if draining is not None and draining.is_set():
+            close_listener()  # a second signal: no more waiting
+            return
+        log.info("shutdown requested: not ready; draining for %.1fs", drain_seconds)
+        if draining is not None:
+            draining.set()
+        if on_signal is not None:
+            on_signal()
+        if drain_seconds > 0:
+            loop.call_later(drain_seconds, close_listener)
+        else:
+            close_listener()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    await server.serve()

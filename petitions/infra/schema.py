@@ -1,0 +1,309 @@
+"""Versioned, idempotent schema migrations (run once before the services start)."""
+from __future__ import annotations
+
+import logging
+
+import psycopg
+
+from petitions.infra.store import CaseStore
+
+log = logging.getLogger(__name__)
+
+MIGRATION_LOCK_KEY = 727_100_001
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "case numbers, log positions, case summaries", """
+CREATE TABLE IF NOT EXISTS case_numbers (
+    county text NOT NULL,
+    year int NOT NULL,
+    last_seq int NOT NULL,
+    PRIMARY KEY (county, year)
+);
+CREATE TABLE IF NOT EXISTS log_positions (
+    reader text PRIMARY KEY,
+    position bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS case_summaries (
+    case_id uuid PRIMARY KEY,
+    case_number text NOT NULL,
+    division text NOT NULL,
+    status text NOT NULL,
+    category text NOT NULL,
+    channel text NOT NULL,
+    unit_id text,
+    registered_at timestamptz NOT NULL,
+    registered_position bigint NOT NULL,
+    version int NOT NULL,
+    summary jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS case_summaries_division_idx
+    ON case_summaries (division, registered_position DESC);
+CREATE INDEX IF NOT EXISTS case_summaries_status_idx
+    ON case_summaries (status, registered_position DESC);
+CREATE INDEX IF NOT EXISTS case_summaries_position_idx
+    ON case_summaries (registered_position DESC);
+"""),
+    (2, "tamper-evident hash chain over each case's stored events", """
+-- Each stored event carries chain_hash = sha256(prev || uuid bytes || int8 version (big
+-- endian) || topic (UTF-8) || state), prev being the chain_hash of the case's previous version
+-- (32 zero bytes for version 1). See petitions/domain/audit.py for the verifier.
+ALTER TABLE cases_events ADD COLUMN IF NOT EXISTS chain_hash bytea;
+
+-- The newest (version, hash) of each case, so that a removed tail is detectable too.
+CREATE TABLE IF NOT EXISTS case_chain_heads (
+    case_id uuid PRIMARY KEY,
+    version bigint NOT NULL,
+    chain_hash bytea NOT NULL
+);
+
+CREATE OR REPLACE FUNCTION case_event_piece(case_id uuid, version bigint, topic text, state bytea)
+RETURNS bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT uuid_send(case_id) || int8send(version)
+           || convert_to(coalesce(topic, ''), 'UTF8') || coalesce(state, ''::bytea)
+$fn$;
+
+CREATE OR REPLACE FUNCTION case_chain_step(prev bytea, piece bytea)
+RETURNS bytea LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
+    SELECT sha256(prev || piece)
+$fn$;
+
+-- case_chain(piece ORDER BY version): a case's chain hash over its pieces, as a running
+-- aggregate (used for the backfill below).
+CREATE OR REPLACE AGGREGATE case_chain(bytea) (
+    SFUNC = case_chain_step, STYPE = bytea,
+    INITCOND = '\\x0000000000000000000000000000000000000000000000000000000000000000'
+);
+
+CREATE OR REPLACE FUNCTION cases_events_chain() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+DECLARE
+    prev bytea;
+BEGIN
+    IF NEW.originator_version = 1 THEN
+        prev := decode(repeat('00', 32), 'hex');
+    ELSE
+        -- Race-free: the store takes an EXCLUSIVE lock on the table for every insert
+        -- transaction, and the primary key admits one row per (case, version).
+        SELECT e.chain_hash INTO prev FROM cases_events e
+         WHERE e.originator_id = NEW.originator_id
+           AND e.originator_version = NEW.originator_version - 1;
+        IF prev IS NULL THEN
+            RAISE EXCEPTION 'case %: version % has no hashed predecessor (version %)',
+                NEW.originator_id, NEW.originator_version, NEW.originator_version - 1
+                USING HINT = 'the case''s chain is broken; run the audit verifier';
+        END IF;
+    END IF;
+    NEW.chain_hash := case_chain_step(
+        prev, case_event_piece(NEW.originator_id, NEW.originator_version, NEW.topic, NEW.state));
+    -- Only ever moves forward: a removed tail followed by a new append leaves a head that
+    -- no longer matches, which the verifier reports.
+    INSERT INTO case_chain_heads AS h (case_id, version, chain_hash)
+    VALUES (NEW.originator_id, NEW.originator_version, NEW.chain_hash)
+    ON CONFLICT (case_id) DO UPDATE
+        SET version = EXCLUDED.version, chain_hash = EXCLUDED.chain_hash
+        WHERE h.version < EXCLUDED.version;
+    RETURN NEW;
+END
+$fn$;
+
+DROP TRIGGER IF EXISTS cases_events_chain ON cases_events;
+CREATE TRIGGER cases_events_chain BEFORE INSERT ON cases_events
+    FOR EACH ROW EXECUTE FUNCTION cases_events_chain();
+
+-- Backfill the events stored before this migration, each case in version order.
+LOCK TABLE cases_events IN EXCLUSIVE MODE;
+UPDATE cases_events e SET chain_hash = c.h
+  FROM (SELECT originator_id, originator_version,
+               case_chain(case_event_piece(originator_id, originator_version, topic, state))
+                   OVER (PARTITION BY originator_id ORDER BY originator_version) AS h
+          FROM cases_events) c
+ WHERE e.originator_id = c.originator_id AND e.originator_version = c.originator_version
+   AND e.chain_hash IS NULL;
+INSERT INTO case_chain_heads (case_id, version, chain_hash)
+SELECT DISTINCT ON (originator_id) originator_id, originator_version, chain_hash
+  FROM cases_events ORDER BY originator_id, originator_version DESC
+ON CONFLICT (case_id) DO NOTHING;
+"""),
+    (3, "deadlines: timers of statutory clocks, loaded holiday calendars", """
+-- One row per (case, clock, kind): kind 'warn' is the reminder 3 days before the due date,
+-- 'due' the check the day after it. The case's own events are the source of truth; these rows
+-- only say when to look. `generation` is the case version the row was computed from: an
+-- upsert from an older version is ignored, so late or out-of-order work cannot undo newer.
+CREATE TABLE IF NOT EXISTS deadline_timers (
+    case_id uuid NOT NULL,
+    clock text NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('warn', 'due')),
+    fire_at timestamptz NOT NULL,
+    due_on date NOT NULL,
+    state text NOT NULL CHECK (state IN ('pending', 'fired', 'cancelled')),
+    division text NOT NULL,
+    unit_id text NOT NULL DEFAULT '',
+    obligation text NOT NULL DEFAULT 'duty' CHECK (obligation IN ('duty', 'window')),
+    provisional boolean NOT NULL DEFAULT false,
+    generation bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (case_id, clock, kind)
+);
+-- A tick reads only the pending rows that are due: its cost follows the number due.
+CREATE INDEX IF NOT EXISTS deadline_timers_fire_idx
+    ON deadline_timers (fire_at) WHERE state = 'pending';
+-- Listings of open clocks by jurisdiction (prefix) and by unit.
+CREATE INDEX IF NOT EXISTS deadline_timers_division_idx
+    ON deadline_timers (division text_pattern_ops, due_on)
+    WHERE kind = 'due' AND state <> 'cancelled';
+CREATE INDEX IF NOT EXISTS deadline_timers_unit_idx
+    ON deadline_timers (unit_id, due_on) WHERE kind = 'due' AND state <> 'cancelled';
+-- Clocks to recompute when a year's holiday notice is loaded.
+CREATE INDEX IF NOT EXISTS deadline_timers_provisional_idx
+    ON deadline_timers (case_id) WHERE provisional AND kind = 'due' AND state <> 'cancelled';
+
+-- Years of the State Council holiday notice loaded by an administrator (they override the
+-- chinese-calendar package's data for the same year).
+CREATE TABLE IF NOT EXISTS calendar_years (
+    year int PRIMARY KEY CHECK (year BETWEEN 1900 AND 2200),
+    holidays date[] NOT NULL,
+    swapped_workdays date[] NOT NULL,
+    source text NOT NULL DEFAULT '',
+    loaded_by text NOT NULL DEFAULT '',
+    loaded_at timestamptz NOT NULL DEFAULT now()
+);
+"""),
+    (4, "record of every read of petitioner identity", """
+CREATE TABLE IF NOT EXISTS identity_reads (
+    id bigserial PRIMARY KEY,
+    case_id uuid NOT NULL,
+    subject text NOT NULL,
+    role text NOT NULL,
+    jurisdiction text NOT NULL,
+    purpose text NOT NULL,
+    read_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS identity_reads_case_idx ON identity_reads (case_id, id);
+CREATE INDEX IF NOT EXISTS case_summaries_division_pattern_idx
+    ON case_summaries (division text_pattern_ops, registered_position DESC);
+"""),
+    (7, "keys for matching repeat and duplicate petitions", """
+ALTER TABLE case_summaries ADD COLUMN IF NOT EXISTS petitioner_key text;
+ALTER TABLE case_summaries ADD COLUMN IF NOT EXISTS content_digest text;
+CREATE INDEX IF NOT EXISTS case_summaries_petitioner_idx
+    ON case_summaries (petitioner_key, registered_position DESC) WHERE petitioner_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS case_summaries_content_idx
+    ON case_summaries (content_digest, registered_position DESC);
+-- A registration that joined an existing case (repeat or duplicate), by the request's id, so
+-- a retried request with the same Idempotency-Key joins it once.
+CREATE TABLE IF NOT EXISTS registration_links (
+    request_id uuid PRIMARY KEY,
+    case_id uuid NOT NULL,
+    kind text NOT NULL,
+    submission_digest text NOT NULL,
+    linked_at timestamptz NOT NULL DEFAULT now()
+);
+"""),
+    (5, "notify: rendered documents and once-only deliveries", """
+CREATE TABLE IF NOT EXISTS documents (
+    id uuid PRIMARY KEY,
+    case_id uuid NOT NULL,
+    event_id text NOT NULL,
+    kind text NOT NULL,
+    recipient text NOT NULL,
+    division text NOT NULL,
+    title text NOT NULL,
+    template text NOT NULL,
+    data jsonb NOT NULL,
+    html text NOT NULL,
+    text text NOT NULL,
+    pdf bytea,
+    encrypted boolean NOT NULL DEFAULT false,
+    digest text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS documents_case_idx ON documents (case_id, created_at, id);
+CREATE TABLE IF NOT EXISTS deliveries (
+    event_id text NOT NULL,
+    recipient text NOT NULL,
+    channel text NOT NULL,
+    id uuid NOT NULL UNIQUE,
+    case_id uuid NOT NULL,
+    trigger_version int NOT NULL,
+    division text NOT NULL,
+    kind text NOT NULL,
+    party text NOT NULL,
+    document_ids uuid[] NOT NULL,
+    optional boolean NOT NULL DEFAULT false,
+    state text NOT NULL CHECK (state IN
+        ('pending', 'sending', 'delivered', 'sent', 'failed', 'dead_lettered')),
+    attempts int NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    lease_until timestamptz,
+    claimed_by text,
+    last_error text,
+    provider_ref text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (event_id, recipient, channel)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due_idx
+    ON deliveries (next_attempt_at) WHERE state IN ('pending', 'failed');
+CREATE INDEX IF NOT EXISTS deliveries_lease_idx
+    ON deliveries (lease_until) WHERE state = 'sending';
+CREATE INDEX IF NOT EXISTS deliveries_dead_idx
+    ON deliveries (division text_pattern_ops, updated_at) WHERE state = 'dead_lettered';
+CREATE INDEX IF NOT EXISTS deliveries_case_idx ON deliveries (case_id);
+"""),
+    (6, "trace context beside each event (observability)", """
+-- The W3C traceparent of the request or message that appended each event, written by the
+-- store's save path before the events themselves; the relay puts it on the bus message so a
+-- petition's whole handling is one trace, also when events are republished or replayed.
+CREATE TABLE IF NOT EXISTS event_trace_context (
+    originator_id uuid NOT NULL,
+    originator_version bigint NOT NULL,
+    traceparent text NOT NULL,
+    PRIMARY KEY (originator_id, originator_version)
+);
+"""),
+]
+
+
+def migrate(dsn: str, schema: str = "public") -> list[int]:
+    """Create the event store table and apply pending migrations. Safe to run concurrently:
+    a session-level advisory lock serialises whole runs (several pods may start at once)."""
+    with psycopg.connect(dsn, autocommit=True) as lock_conn:
+        lock_conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            store = CaseStore(dsn, schema=schema, create_table=True, pool_size=1)
+            store.close()
+            return _apply_migrations(dsn, schema)
+        finally:
+            lock_conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+
+
+def _apply_migrations(dsn: str, schema: str) -> list[int]:
+    applied: list[int] = []
+    with psycopg.connect(dsn, autocommit=False) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version int PRIMARY KEY, description text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+        for version, description, sql in MIGRATIONS:
+            if version in done:
+                continue
+            conn.execute(sql)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
+                (version, description),
+            )
+            applied.append(version)
+        conn.commit()
+    log.info("schema migrated", extra={"applied": applied})
+    return applied
+
+
+if __name__ == "__main__":
+    import os
+
+    logging.basicConfig(level=logging.INFO)
+    print("applied migrations:", migrate(os.environ["POSTGRES_DSN"]) or "none (up to date)")

@@ -1,0 +1,189 @@
+"""The case event store: eventsourcing's PostgreSQL recorder behind a small, synchronous API.
+
+eventsourcing is synchronous (psycopg 3); async callers use `asyncio.to_thread`.
+Its default insert path locks the events table for each transaction, which makes commit order
+equal notification-id order, so readers tailing the log never skip an event. Do not enable
+POSTGRES_ENABLE_DB_FUNCTIONS: it drops that lock.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg.sql import SQL, Identifier
+
+from petitions.domain.case import Case
+from petitions.infra.dsn import eventsourcing_env
+from petitions.infra.metrics import EVENTS_APPENDED
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+EVENTS_TABLE = "cases_events"
+TRACE_CONTEXT_TABLE = "event_trace_context"
+
+# Returns what to record beside the events saved from the calling context: a W3C traceparent,
+# or None. Given by petitions.infra.tracing when tracing is on; the store knows no tracing,
+# it only keeps the value in event_trace_context (migration 6) for the relay to read.
+TraceContextHook = Callable[[], "str | None"]
+
+
+# A request waits this long for the store; longer (the database away) answers 503.
+REQUEST_STORE_TIMEOUT_S = 4.0
+
+
+async def in_thread(fn: Callable[..., T], *args: Any, timeout: float = REQUEST_STORE_TIMEOUT_S,
+                    **kwargs: Any) -> T:
+    """Run a synchronous store call off the event loop, bounded in time: eventsourcing retries
+    connection failures on its own, which must not hold a client for minutes."""
+    return await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), timeout)
+
+
+class ConcurrencyConflict(Exception):
+    """Another writer kept appending to the same case; the command gave up after retries."""
+
+
+class TraceContextRecorder(PostgresApplicationRecorder):
+    """eventsourcing's recorder, also writing the trace context of the events it inserts
+    (`trace_context_rows`, passed to `save`) in the same transaction, before the events: a
+    reader of the log that sees an event sees its trace context, and a save that fails (a
+    concurrent writer took the version) leaves nothing behind."""
+
+    def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent],
+                       **kwargs: Any) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        rows = kwargs.get("trace_context_rows")
+        if rows:
+            curs.executemany(
+                SQL("INSERT INTO {}.{} (originator_id, originator_version, traceparent) "
+                    "VALUES (%s, %s, %s) ON CONFLICT (originator_id, originator_version) "
+                    "DO UPDATE SET traceparent = EXCLUDED.traceparent").format(
+                    Identifier(self.datastore.schema), Identifier(TRACE_CONTEXT_TABLE)),
+                rows)
+
+
+class CaseApplication(Application[UUID]):
+    # The table is named after the application: `cases_events`.
+    name = "cases"
+    is_snapshotting_enabled = False
+
+
+class CaseStore:
+    def __init__(self, dsn: str, *, cipher_key: str | None = None, schema: str = "public",
+                 create_table: bool = False, pool_size: int = 5, service: str = "",
+                 trace_context: TraceContextHook | None = None) -> None:
+        self.schema = schema
+        self.service = service or "unknown"
+        self.trace_context = trace_context
+        env = eventsourcing_env(dsn, schema)
+        if cipher_key:
+            # Event state (petitioner identity, content) is AES-GCM encrypted at rest; ids,
+            # versions and topics stay plain so the log can be ordered and verified.
+            env["CIPHER_TOPIC"] = "eventsourcing.cryptography:AESCipher"
+            env["CIPHER_KEY"] = cipher_key
+        env["CREATE_TABLE"] = "y" if create_table else "n"
+        env["POSTGRES_POOL_SIZE"] = str(pool_size)
+        env["POSTGRES_MAX_OVERFLOW"] = str(pool_size)
+        env["POSTGRES_PRE_PING"] = "y"
+        env["POSTGRES_CONNECT_TIMEOUT"] = "2"
+        env["APPLICATION_RECORDER_TOPIC"] = "petitions.infra.store:TraceContextRecorder"
+        self.app = CaseApplication(env=env)
+        if trace_context is not None and not self._has_trace_context_table():
+            log.warning("table %s missing (migration 6 not applied): trace context is not "
+                        "stored with events", TRACE_CONTEXT_TABLE)
+            self.trace_context = None
+
+    def _has_trace_context_table(self) -> bool:
+        with self.app.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+            cursor.execute("SELECT to_regclass(%s) IS NOT NULL AS present",
+                           (f'"{self.schema}".{TRACE_CONTEXT_TABLE}',))
+            row = cursor.fetchone()
+        return bool(row and row["present"])
+
+    @property
+    def mapper(self) -> Mapper[UUID]:
+        return self.app.mapper
+
+    def get(self, case_id: UUID) -> Case | None:
+        try:
+            return self.app.repository.get(case_id)
+        except AggregateNotFoundError:
+            return None
+
+    def get_at_version(self, case_id: UUID, version: int) -> Case | None:
+        try:
+            return self.app.repository.get(case_id, version=version)
+        except AggregateNotFoundError:
+            return None
+
+    def save(self, *cases: Case,
+             contexts: Sequence[contextvars.Context | None] | None = None) -> None:
+        """Append the cases' pending events (one transaction).
+
+        `contexts`, one per case, are the contexts the saves were asked for in (a group commit
+        saves many requests' cases at once); the trace context stored beside each case's
+        events is read in its own. By default, the calling context.
+        """
+        pending = [(case.id, [(e.originator_version, type(e).__name__)
+                              for e in case.pending_events]) for case in cases]
+        rows = self._trace_context_rows(pending, contexts)
+        if rows:
+            self.app.save(*cases, trace_context_rows=rows)
+        else:
+            self.app.save(*cases)
+        for _, events in pending:
+            for _, event_type in events:
+                EVENTS_APPENDED.labels(self.service, event_type).inc()
+
+    def _trace_context_rows(self, pending: list[tuple[UUID, list[tuple[int, str]]]],
+                            contexts: Sequence[contextvars.Context | None] | None,
+                            ) -> list[tuple[UUID, int, str]]:
+        hook = self.trace_context
+        if hook is None:
+            return []
+        rows = []
+        for i, (case_id, events) in enumerate(pending):
+            context = contexts[i] if contexts is not None else None
+            traceparent = context.run(hook) if context is not None else hook()
+            if traceparent:
+                rows.extend((case_id, version, traceparent) for version, _ in events)
+        return rows
+
+    def history(self, case_id: UUID) -> list[Any]:
+        return list(self.app.events.get(case_id))
+
+    def update(self, case_id: UUID, command: Callable[[Case], None], *, attempts: int = 20) -> Case | None:
+        """Load, run `command`, save; on an optimistic-concurrency conflict reload and retry.
+
+        `command` must be safe to re-run on fresh state (it decides from the case whether there
+        is anything to do). Returns the case, or None when it does not exist.
+        """
+        for attempt in range(attempts):
+            case = self.get(case_id)
+            if case is None:
+                return None
+            command(case)
+            try:
+                self.save(case)
+                return case
+            except IntegrityError:
+                # Someone appended the same version first: back off a little and retry.
+                time.sleep(min(0.002 * 2**attempt, 0.2))
+        raise ConcurrencyConflict(f"case {case_id}: gave up after {attempts} conflicting writes")
+
+    def decode(self, originator_id: UUID, version: int, topic: str, state: bytes) -> Any:
+        return self.mapper.to_domain_event(
+            StoredEvent(originator_id=originator_id, originator_version=version,
+                        topic=topic, state=state)
+        )
+
+    def close(self) -> None:
+        self.app.close()

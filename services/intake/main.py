@@ -1,0 +1,89 @@
+"""Composition root of the intake service: REST and gRPC front door, the case summary
+projection, and (like every service) a relay candidate."""
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+
+from petitions.domain.calendar import calendar_from_chinese_calendar
+from petitions.infra.auth import TokenAuthority
+from petitions.infra.committer import GroupCommitter
+from petitions.infra.http import build_app, serve_http
+from petitions.infra.logs import configure_logging
+from petitions.infra.projection import CaseSummaryProjection
+from petitions.infra.runtime import Runtime
+from petitions.infra.settings import REPO_ROOT, IntakeSettings
+from petitions.infra.tracing import GrpcServerTracing
+from services.intake.api import mount_routes
+from services.intake.lifecycle_api import mount_lifecycle_routes
+from services.intake.audit_api import mount_audit_routes
+from services.intake.matching import OpenCaseFinder
+from services.intake.queries import CaseQueries
+from services.intake.registration import CaseNumbers, Registrar
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def main() -> None:
+    settings = IntakeSettings()
+    configure_logging("intake", settings.log_level)
+    runtime = await Runtime.start("intake", settings)
+    committer = GroupCommitter(runtime.store)
+    committer.start()
+    registrar = Registrar(runtime.store, CaseNumbers(runtime.pool), committer,
+                          OpenCaseFinder(runtime.pool), settings.identity_hash_key.encode())
+    queries = CaseQueries(runtime.pool, runtime.store)
+    projection = CaseSummaryProjection(runtime.pool, runtime.log)
+    runtime.spawn(projection.run(runtime.stopping), "projection")
+
+    authority = TokenAuthority(settings.auth_signing_key)
+    app = build_app("intake", "Petition intake", runtime.ready, authority,
+                    max_body_bytes=settings.max_body_bytes)
+    mount_routes(app, registrar, queries, utc_now)
+    calendar = calendar_from_chinese_calendar()
+    mount_lifecycle_routes(app, runtime.store, queries, calendar, utc_now)
+    mount_audit_routes(app, queries, runtime.store, runtime.pool, utc_now)
+
+    grpc_server = await _start_grpc(registrar, queries, authority, settings)
+    from services.intake.grpc_api import stop_grpc_server
+
+    grpc_stopped: list[asyncio.Task[None]] = []
+
+    def on_signal() -> None:
+        # Readiness goes false; gRPC reports NOT_SERVING and refuses new calls at once while
+        # calls in flight finish (REST drains in serve_http).
+        runtime.stopping.set()
+        grpc_stopped.append(asyncio.ensure_future(stop_grpc_server(grpc_server, grace=10)))
+
+    try:
+        await serve_http(app, settings.http_host, settings.http_port,
+                         on_signal=on_signal, drain_seconds=settings.shutdown_drain_s)
+    finally:
+        runtime.stopping.set()
+        if grpc_stopped:
+            await grpc_stopped[0]
+        else:
+            await stop_grpc_server(grpc_server, grace=10)
+        # Saves queued by requests that finished are committed before the pools close.
+        await committer.stop()
+        await runtime.stop()
+
+
+async def _start_grpc(registrar: Registrar, queries: CaseQueries, authority: TokenAuthority,
+                      settings: IntakeSettings):
+    # Generated protobuf modules live in gen/ (built by `make proto`, never committed).
+    sys.path.insert(0, str(REPO_ROOT / "gen"))
+    from services.intake.grpc_api import IntakeServicer, build_grpc_server
+
+    server = build_grpc_server(IntakeServicer(registrar, queries, authority, utc_now),
+                               settings.http_host, settings.grpc_port,
+                               interceptors=(GrpcServerTracing("intake"),))
+    await server.start()
+    return server
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

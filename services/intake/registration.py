@@ -1,0 +1,206 @@
+"""Registering petitions: case numbers, idempotent retries, and the group-committed append."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4, uuid5
+
+import asyncpg
+from eventsourcing.persistence import IntegrityError
+
+from petitions.domain.access import Permission, Principal, require
+from petitions.domain.case import Case
+from petitions.domain.matching import petitioner_key
+from petitions.domain.values import Actor, Category, Channel, Petitioner, local_date
+from petitions.infra.committer import GroupCommitter
+from petitions.infra.store import REQUEST_STORE_TIMEOUT_S, CaseStore, in_thread
+from services.intake.matching import Match, OpenCaseFinder
+
+IDEMPOTENCY_NAMESPACE = UUID("6f1c1d0e-7d1b-4a44-9d59-2d7e0b0c5a11")
+
+
+class IdempotencyKeyReused(Exception):
+    """The same Idempotency-Key was sent with a different petition."""
+
+
+class OutsideJurisdiction(Exception):
+    """The caller tried to register a petition for a division outside its jurisdiction."""
+
+
+@dataclass(frozen=True)
+class RegisterPetition:
+    """Command: register one petition."""
+
+    channel: Channel
+    category: Category
+    division: str
+    subject: str
+    content: str
+    requests: list[str]
+    people_count: int
+    petitioner: Petitioner | None
+    received_at: datetime
+    accused_unit: str = ""
+    representatives: tuple[str, ...] = ()
+
+    def digest(self) -> str:
+        """Fingerprint of what was submitted (to tell a retry from a different petition)."""
+        body = {
+            "channel": self.channel.value, "category": self.category.value,
+            "division": self.division, "subject": self.subject, "content": self.content,
+            "requests": self.requests, "people_count": self.people_count,
+            "petitioner": self.petitioner.as_dict() if self.petitioner else None,
+            "accused_unit": self.accused_unit, "representatives": list(self.representatives),
+        }
+        raw = json.dumps(body, sort_keys=True, ensure_ascii=False).encode()
+        return hashlib.sha256(raw).hexdigest()
+
+
+@dataclass(frozen=True)
+class Registration:
+    case: Case
+    replayed: bool
+    linked_as: str | None = None  # "repeat" or "duplicate" when joined to an open case
+
+
+class CaseNumbers:
+    """Human-readable numbers, unique per county and year: 330106-2026-000042.
+
+    A number is taken before the case is saved, so a failed save leaves a gap; numbers are
+    never reused.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def next(self, county: str, year: int) -> str:
+        seq = await self.pool.fetchval(
+            "INSERT INTO case_numbers (county, year, last_seq) VALUES ($1, $2, 1) "
+            "ON CONFLICT (county, year) DO UPDATE SET last_seq = case_numbers.last_seq + 1 "
+            "RETURNING last_seq",
+            county, year,
+        )
+        return f"{county}-{year}-{seq:06d}"
+
+
+class Registrar:
+    def __init__(self, store: CaseStore, numbers: CaseNumbers, committer: GroupCommitter,
+                 finder: OpenCaseFinder, identity_hash_key: bytes) -> None:
+        self.store = store
+        self.numbers = numbers
+        self.committer = committer
+        self.finder = finder
+        self.identity_hash_key = identity_hash_key
+
+    async def register(self, cmd: RegisterPetition, principal: Principal, at: datetime,
+                       idempotency_key: str | None = None) -> Registration:
+        require(principal, Permission.REGISTER)
+        if not principal.can_see(cmd.division):
+            raise OutsideJurisdiction(
+                f"{principal.subject} registers for {principal.jurisdiction}, not {cmd.division}")
+        actor = principal.actor()
+        digest = cmd.digest()
+        case_id = _case_id_for(actor, idempotency_key)
+        if idempotency_key:
+            replay = await self._replay(case_id, digest)
+            if replay is not None:
+                return replay
+        key = petitioner_key(cmd.petitioner.id_number, self.identity_hash_key) \
+            if cmd.petitioner else ""
+        match = await self.finder.find(petitioner_key=key, division=cmd.division,
+                                       category=cmd.category.value, subject=cmd.subject,
+                                       content=cmd.content)
+        if match is not None:
+            return await self._join(match, cmd, actor, at, case_id, digest)
+        terminated = await self.finder.terminated_matter(
+            petitioner_key=key, category=cmd.category.value, subject=cmd.subject)
+        return await self._register_new(cmd, actor, at, case_id, digest, key, terminated)
+
+    async def _register_new(self, cmd: RegisterPetition, actor: Actor, at: datetime,
+                            case_id: UUID, digest: str, key: str,
+                            terminated_matter: UUID | None = None) -> Registration:
+        number = await self.numbers.next(cmd.division, cmd.received_at.year)
+        case = Case.register(
+            case_id=case_id, case_number=number, channel=cmd.channel, category=cmd.category,
+            division=cmd.division, subject=cmd.subject, content=cmd.content,
+            requests=cmd.requests, people_count=cmd.people_count, petitioner=cmd.petitioner,
+            received_at=cmd.received_at, submission_digest=digest, actor=actor, at=at,
+            petitioner_key=key, accused_unit=cmd.accused_unit,
+            representatives=list(cmd.representatives),
+        )
+        if terminated_matter is not None:
+            # Handled at two levels, ended at the third: the same matter from the same
+            # petitioner is registered (everything is) and not accepted again, in one step.
+            case.not_accept_again(
+                earlier_case_id=str(terminated_matter), ground="terminated_after_re_review",
+                decided_on=local_date(at), actor=actor, at=at,
+                reason="the same matter was terminated after re-review")
+        try:
+            await asyncio.wait_for(self.committer.save(case), REQUEST_STORE_TIMEOUT_S)
+        except IntegrityError:
+            # A concurrent retry with the same key won the race: answer with its case.
+            earlier = await in_thread(self.store.get, case_id)
+            if earlier is None:
+                raise
+            return _replay(earlier, digest)
+        return Registration(case, replayed=False)
+
+    async def _join(self, match: Match, cmd: RegisterPetition, actor: Actor,
+                    at: datetime, request_id: UUID, digest: str) -> Registration:
+        """Link a repeat, or merge a duplicate, into the open case instead of a new one."""
+        def join(case: Case) -> None:
+            if match.kind == "repeat":
+                case.link_repeat(channel=cmd.channel, received_at=cmd.received_at,
+                                 people_count=cmd.people_count, actor=actor, at=at)
+            else:
+                case.merge_duplicate(channel=cmd.channel, received_at=cmd.received_at,
+                                     source=actor.jurisdiction, actor=actor, at=at)
+
+        case = await in_thread(self.store.update, match.case_id, join)
+        await self.finder.remember_link(request_id, match.case_id, match.kind, digest)
+        return Registration(case, replayed=False, linked_as=match.kind)
+
+    async def _replay(self, case_id: UUID, digest: str) -> Registration | None:
+        earlier = await in_thread(self.store.get, case_id)
+        if earlier is not None:
+            return _replay(earlier, digest)
+        link = await self.finder.earlier_link(case_id)
+        if link is None:
+            return None
+        linked_case_id, kind, linked_digest = link
+        if linked_digest != digest:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was already used for a different petition")
+        case = await in_thread(self.store.get, linked_case_id)
+        return Registration(case, replayed=True, linked_as=kind)
+
+
+def _case_id_for(actor: Actor, idempotency_key: str | None) -> UUID:
+    # The key is scoped to the caller, so two callers' keys never collide.
+    if not idempotency_key:
+        return uuid4()
+    return uuid5(IDEMPOTENCY_NAMESPACE, f"{actor.jurisdiction}|{actor.id}|{idempotency_key}")
+
+
+def _replay(earlier: Case, digest: str) -> Registration:
+    if earlier.submission_digest != digest:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was already used for a different petition"
+        )
+    return Registration(earlier, replayed=True)
+
+
+def registration_view(case: Case, linked_as: str | None = None) -> dict[str, Any]:
+    view = {
+        "case_id": str(case.id),
+        "case_number": case.case_number,
+        "status": case.status.value,
+        "received_at": case.received_at,
+    }
+    if linked_as is not None:
+        view["linked_as"] = linked_as
+    return view

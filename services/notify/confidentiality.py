@@ -1,0 +1,115 @@
+"""Nothing addressed to a unit, a leader or a bureau carries the petitioner's identity (2022
+Art. 30, 46: an accusation, or anything identifying its author, never reaches the accused).
+
+Unit-facing documents are rendered from a context without identity fields, every free text in
+it (content, requests, reasons) has the registered identity scrubbed out, and the rendered
+output is checked once more before anything is stored or sent: a hit raises
+`ConfidentialityBreach` and the notice is dead-lettered instead of sent. Pure.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from services.notify.facts import CaseFacts
+
+MASK = "某某"
+
+
+class ConfidentialityBreach(Exception):
+    """Unit-addressed output contained something identifying the petitioner."""
+
+
+def identity_terms(facts: CaseFacts) -> list[str]:
+    """The strings that identify this case's petitioners (longest first)."""
+    people: list[dict[str, str]] = []
+    if facts.petitioner:
+        people.append(facts.petitioner)
+    if facts.contact:
+        people.append(facts.contact)
+    terms: set[str] = set()
+    for p in people:
+        for key in ("name", "id_number", "phone", "address", "email", "employer"):
+            value = str(p.get(key) or "").strip()
+            if _meaningful(key, value):
+                terms.add(value)
+    terms.update(r.strip() for r in facts.representatives if len(r.strip()) >= 2)
+    return sorted(terms, key=len, reverse=True)
+
+
+def _meaningful(key: str, value: str) -> bool:
+    if key == "name":
+        return len(value) >= 2
+    if key in ("phone", "id_number"):
+        return len(_digits(value)) >= 5
+    return len(value) >= 4
+
+
+def _digits(text: str) -> str:
+    return re.sub(r"\D", "", text)
+
+
+def _pattern_source(term: str) -> str:
+    digits = _digits(term)
+    if len(digits) >= 5 and len(digits) >= len(term.replace(" ", "").replace("-", "")) - 1:
+        # a number: match it with or without separators between the digits
+        return r"[\s\-]?".join(re.escape(c) for c in term if not c.isspace() and c != "-")
+    return re.escape(term)
+
+
+@functools.lru_cache(maxsize=4096)
+def _matcher(terms: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One alternation of every term (longest first), compiled once per set of terms."""
+    if not terms:
+        return None
+    return re.compile("|".join(_pattern_source(t) for t in terms), re.IGNORECASE)
+
+
+def scrub(value: Any, terms: Iterable[str]) -> Any:
+    """`value` (strings, lists, dicts, nested) with every identity term masked."""
+    matcher = _matcher(tuple(terms))
+    if matcher is None:
+        return value
+    return _scrub(value, matcher)
+
+
+def _scrub(value: Any, matcher: re.Pattern[str]) -> Any:
+    if isinstance(value, str):
+        return matcher.sub(MASK, value)
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v, matcher) for v in value)
+    if isinstance(value, dict):
+        return {k: _scrub(v, matcher) for k, v in value.items()}
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _numbers_of(terms: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(d for d in (_digits(t) for t in terms) if len(d) >= 7)
+
+
+_NUMBER_RUN = re.compile(r"\d[\d \-]*\d")
+
+
+def find_identity(text: str, terms: Iterable[str]) -> list[str]:
+    """Which identity terms occur in `text` (numbers also with separators stripped)."""
+    key = tuple(terms)
+    matcher = _matcher(key)
+    if matcher is None:
+        return []
+    found = ["term" for _ in matcher.finditer(text)]
+    numbers = _numbers_of(key)
+    if numbers and not found:
+        runs = [_digits(m) for m in _NUMBER_RUN.findall(text)]
+        found = ["number" for n in numbers if any(n in run for run in runs)]
+    return found
+
+
+def assert_clean(text: str, terms: Iterable[str]) -> None:
+    hits = find_identity(text, terms)
+    if hits:
+        # Never put the identity itself into the error: it is logged and recorded.
+        raise ConfidentialityBreach(
+            f"unit-addressed output contains {len(hits)} identifying item(s) of the petitioner")

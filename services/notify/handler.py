@@ -1,0 +1,425 @@
+"""Notify: from case events, the documents the procedure requires, delivered once per
+(event, recipient, channel), every attempt and outcome appended to the case.
+
+    bus event --> plan (documents + deliveries) --> documents, deliveries rows (one transaction)
+              --> ack; the new deliveries are sent at once by this instance
+    poller    --> claims due retries and sends whose sender died (lease ran out), SKIP LOCKED
+    send      --> webhook | e-mail | SMS, with the idempotency key
+              --> outcome appended to the case (batched) --> delivery row settled
+
+A redelivered event inserts nothing new (ON CONFLICT DO NOTHING); a crash after the send and
+before the record leaves the row `sending` until its lease runs out, then it is resent with the
+same key (the receiver de-duplicates) unless the case already records it; two replicas never
+hold one row at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from petitions.domain.case import Case
+from petitions.domain.values import Actor
+from petitions.infra.bus import BusMessage
+from petitions.infra.events import event_data
+from petitions.infra.metrics import NOTICES_DEAD_LETTERED, NOTICES_DELIVERED, NOTICES_FAILED
+from petitions.infra.store import EVENTS_TABLE, CaseStore
+from services.notify.channels import (
+    Attachment,
+    EmailChannel,
+    PermanentFailure,
+    SendResult,
+    SmsChannel,
+    WebhookChannel,
+)
+from services.notify.config import EMAIL, PETITIONER, SMS, WEBHOOK
+from services.notify.confidentiality import ConfidentialityBreach, assert_clean, identity_terms
+from services.notify.documents import Rendered, html_to_pdf
+from services.notify.facts import CaseFacts, fold
+from services.notify.plan import TRIGGERS, PlannedDelivery, Planner, Trigger, kinds_for
+from services.notify.recorder import CaseRecorder
+from services.notify.repository import Delivery, NotifyRepository, StoredDocument
+from services.notify.webhook import DeliveryFailed, encode_body
+
+NOTIFY_ACTOR = Actor(id="notify-service", role="service")
+log = logging.getLogger(__name__)
+
+EventRow = tuple[str, int, str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_s: float = 2.0
+    cap_s: float = 600.0
+
+    def delay(self, attempts: int) -> float:
+        """Exponential backoff with jitter: base * 2^(n-1), capped, times U(0.5, 1)."""
+        return min(self.cap_s, self.base_s * 2 ** max(0, attempts - 1)) * random.uniform(0.5, 1.0)
+
+
+class Notifier:
+    def __init__(self, store: CaseStore, repo: NotifyRepository, planner: Planner, *,
+                 webhook: WebhookChannel, email: EmailChannel, sms: SmsChannel,
+                 default_webhook: str, retry: RetryPolicy, clock: Callable[[], datetime],
+                 send_concurrency: int = 64, poll_s: float = 0.5) -> None:
+        self.store = store
+        self.repo = repo
+        self.planner = planner
+        self.webhook = webhook
+        self.email = email
+        self.sms = sms
+        self.default_webhook = default_webhook
+        self.retry = retry
+        self.clock = clock
+        self.poll_s = poll_s
+        self.recorder = CaseRecorder(store, repo.settle, pool=repo.pool)
+        self._plans: asyncio.Queue[tuple[list[Rendered], list[PlannedDelivery],
+                                         asyncio.Future[list[Delivery]]]] = asyncio.Queue()
+        self._plan_writer: asyncio.Task[None] | None = None
+        self._loads: asyncio.Queue[tuple[UUID, asyncio.Future[Any]]] = asyncio.Queue()
+        self._case_loader: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(send_concurrency)
+        self._capacity = send_concurrency
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self.sent = 0
+
+    def start(self) -> None:
+        self.recorder.start()
+        self._plan_writer = asyncio.create_task(self._write_plans(), name="notify-plans")
+        self._case_loader = asyncio.create_task(self._load_cases(), name="notify-loads")
+
+    # ------------------------------------------------------------------ events in
+
+    async def on_event(self, msg: BusMessage) -> None:
+        """Consumer handler: plan and store; the ack follows the commit of the plan."""
+        if msg.type in TRIGGERS:
+            await self.handle_event(UUID(msg.case_id), msg.version)
+
+    async def handle_event(self, case_id: UUID, version: int) -> list[Delivery]:
+        events, aggregate = await self.load(case_id)
+        if aggregate is not None:
+            self.recorder.remember(aggregate)
+        upto = [e for e in events if e[1] <= version]
+        facts = fold(str(case_id), upto)
+        if facts is None or len(upto) < version or upto[version - 1][1] != version:
+            return []
+        etype, _, at, data = upto[version - 1]
+        if etype not in TRIGGERS:
+            return []
+        trigger = Trigger(str(case_id), version, etype, at, data)
+        try:
+            plan = self.planner.plan(facts, trigger)
+        except ConfidentialityBreach as exc:
+            # a (province) template put identity into a unit's document: send nothing
+            error = str(exc)  # the recording runs after this block, where `exc` is gone
+            log.error("document refused by the confidentiality check",
+                      extra={"case_id": str(case_id), "version": version, "error": error})
+            NOTICES_DEAD_LETTERED.labels("+".join(kinds_for(etype, data)), "*").inc()
+            await self.recorder.record(case_id, lambda c: c.record_notice_dead_lettered(
+                notice_id=f"{trigger.event_id}:*:*", kind="+".join(kinds_for(etype, data)),
+                recipient="*", channel="*", trigger_version=version, attempts=0,
+                error=error, actor=NOTIFY_ACTOR, at=self.clock()), None)
+            return []
+        for reason in plan.skipped:
+            log.warning("recipient skipped", extra={"case_id": str(case_id), "reason": reason})
+        created = await self._save_plan(plan.documents, plan.deliveries)
+        rendered = {doc.id: doc for doc in plan.documents}
+        for d in created:
+            self._spawn(d, facts, [rendered[i] for i in d.document_ids if i in rendered])
+        return created
+
+    async def _save_plan(self, documents: list[Rendered],
+                         deliveries: list[PlannedDelivery]) -> list[Delivery]:
+        """Plans of concurrent events are written together, one transaction per batch."""
+        if self._plan_writer is None:
+            return await self.repo.save_plan(documents, deliveries)
+        done: asyncio.Future[list[Delivery]] = asyncio.get_running_loop().create_future()
+        self._plans.put_nowait((documents, deliveries, done))
+        return await done
+
+    async def _write_plans(self) -> None:
+        while True:
+            batch = [await self._plans.get()]
+            while len(batch) < 256 and not self._plans.empty():
+                batch.append(self._plans.get_nowait())
+            seen: set[str] = set()
+            deliveries = []
+            for _, ds, _ in batch:
+                for p in ds:
+                    if p.key not in seen:  # the same event twice in one batch
+                        seen.add(p.key)
+                        deliveries.append(p)
+            try:
+                rows = await self.repo.save_plan([doc for docs, _, _ in batch for doc in docs],
+                                                 deliveries)
+            except Exception as exc:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            by_key = {r.key: r for r in rows}
+            for _, ds, done in batch:
+                if not done.done():
+                    done.set_result([by_key.pop(p.key) for p in ds if p.key in by_key])
+
+    async def load(self, case_id: UUID) -> tuple[list[EventRow], Case | None]:
+        """The case's events and aggregate. Concurrent loads share one query."""
+        if self._case_loader is None:
+            return await asyncio.to_thread(self._load, case_id)
+        done: asyncio.Future[tuple[list[EventRow], Case | None]] = \
+            asyncio.get_running_loop().create_future()
+        self._loads.put_nowait((case_id, done))
+        return await done
+
+    async def _load_cases(self) -> None:
+        while True:
+            batch = [await self._loads.get()]
+            while len(batch) < 128 and not self._loads.empty():
+                batch.append(self._loads.get_nowait())
+            try:
+                records = await self.repo.pool.fetch(
+                    f"SELECT originator_id, originator_version, topic, state FROM {EVENTS_TABLE}"
+                    f" WHERE originator_id = ANY($1::uuid[])"
+                    f" ORDER BY originator_id, originator_version",
+                    list({case_id for case_id, _ in batch}))
+                loaded = await asyncio.to_thread(self._decode_cases, records)
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for case_id, done in batch:
+                if not done.done():
+                    done.set_result(loaded.get(case_id, ([], None)))
+
+    def _decode_cases(self, records: list[Any]) -> dict[UUID, tuple[list[EventRow], Case | None]]:
+        by_case: dict[UUID, list[Any]] = {}
+        for r in records:
+            by_case.setdefault(r["originator_id"], []).append(self.store.decode(
+                r["originator_id"], r["originator_version"], r["topic"], r["state"]))
+        return {case_id: self._fold_events(events) for case_id, events in by_case.items()}
+
+    def _load(self, case_id: UUID) -> tuple[list[EventRow], Case | None]:
+        return self._fold_events(self.store.history(case_id))
+
+    @staticmethod
+    def _fold_events(events: list[Any]) -> tuple[list[EventRow], Case | None]:
+        """The case's events as rows, and the aggregate they make (for recording later)."""
+        aggregate = None
+        for e in events:
+            aggregate = e.mutate(aggregate)
+        rows = [(type(e).__name__, e.originator_version, e.timestamp.isoformat(), event_data(e))
+                for e in events]
+        return rows, aggregate
+
+    def _history(self, case_id: UUID) -> list[EventRow]:
+        return self._load(case_id)[0]
+
+    async def facts_of(self, case_id: UUID) -> CaseFacts | None:
+        return fold(str(case_id), (await self.load(case_id))[0])
+
+    # ------------------------------------------------------------------ the poller
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Claim due retries and orphaned sends until stopping; then let sends finish."""
+        while not stopping.is_set():
+            free = self._capacity - len(self._inflight)
+            try:
+                claimed = await self.repo.claim_due(min(100, free)) if free > 0 else []
+            except Exception:
+                log.warning("claiming due deliveries failed", exc_info=True)
+                claimed = []
+            for d in claimed:
+                self._spawn(d, None)
+            if len(claimed) < 100 or free <= 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                except TimeoutError:
+                    pass
+        await self.drain()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def drain(self, timeout: float = 15.0) -> None:
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=timeout)
+        await self.recorder.stop()
+        helpers = [t for t in (self._plan_writer, self._case_loader) if t is not None]
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        self._plan_writer = self._case_loader = None
+
+    # ------------------------------------------------------------------ sending
+
+    def _spawn(self, d: Delivery, facts: CaseFacts | None,
+               rendered: list[Rendered] | None = None) -> None:
+        task = asyncio.create_task(self.deliver(d, facts, rendered), name=f"deliver:{d.key}")
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def deliver(self, d: Delivery, facts: CaseFacts | None,
+                      rendered: list[Rendered] | None = None) -> None:
+        async with self._slots:
+            try:
+                await self._deliver(d, facts, rendered)
+            except Exception:
+                # the row stays `sending`; its lease runs out and the poller retries it
+                log.exception("delivery bookkeeping failed", extra={"delivery": str(d.id)})
+
+    async def _deliver(self, d: Delivery, facts: CaseFacts | None,
+                       rendered: list[Rendered] | None) -> None:
+        if d.prior_state == "sending":
+            # the previous sender died mid-send: if the case records the outcome, do not resend
+            case = await asyncio.to_thread(self.store.get, d.case_id)
+            notice = (case.notices.get(d.key) if case is not None else None) or {}
+            if notice.get("state") in ("delivered", "sent"):
+                await self.repo.settle([(d, notice["state"], None, None, None)])
+                return
+        if facts is None:
+            facts = await self.facts_of(d.case_id)
+        try:
+            if facts is None:
+                raise PermanentFailure("the case does not exist")
+            # just rendered (the same bytes as stored), except e-mail, which needs the PDF
+            docs: list[Any] = (rendered if rendered and len(rendered) == len(d.document_ids)
+                               and d.channel != EMAIL
+                               else await self.repo.documents(d.document_ids))
+            if not docs:
+                raise PermanentFailure("the delivery's documents are missing")
+            result = await self.send(d, docs, facts)
+        except PermanentFailure as exc:
+            await self._failed(d, str(exc), final=True)
+        except (DeliveryFailed, ConfidentialityBreach) as exc:
+            final = d.attempts >= self.retry.max_attempts or isinstance(exc, ConfidentialityBreach)
+            await self._failed(d, str(exc), final=final)
+        except Exception as exc:  # a bug or an outage of our own: retried like a failure
+            log.warning("delivery attempt raised", exc_info=True)
+            await self._failed(d, f"{type(exc).__name__}", final=d.attempts >= self.retry.max_attempts)
+        else:
+            self.sent += 1
+            await self._succeeded(d, result)
+
+    async def send(self, d: Delivery, docs: list[Any], facts: CaseFacts) -> SendResult:
+        guard = d.party != PETITIONER
+        terms = identity_terms(facts) if guard else []
+        address = self.address(d, facts)
+        if not address:
+            raise PermanentFailure(f"no {d.channel} address for {d.party} {_safe_recipient(d)}")
+        if d.channel == WEBHOOK:
+            payload = webhook_payload(d, docs)
+            body = encode_body(payload)
+            if guard:
+                assert_clean(body.decode(), terms)
+            return await self.webhook.send(address, d.key, payload, body=body)
+        if d.channel == SMS:
+            text = "\n".join(doc.text for doc in docs)[:600]
+            if guard:
+                assert_clean(text, terms)
+            return await self.sms.send(address, d.key, text)
+        if d.channel == EMAIL:
+            attachments = [Attachment(f"{doc.title}-{doc.id.hex[:8]}.pdf",
+                                      await self.pdf_of(doc)) for doc in docs]
+            subject = "、".join(doc.title for doc in docs) + f"（{_case_number(docs)}）"
+            html = docs[0].html if len(docs) == 1 else "<hr>".join(doc.html for doc in docs)
+            text = "\n\n".join(doc.text for doc in docs)
+            if guard:
+                assert_clean(subject + text + html, terms)
+            return await self.email.send(address, d.key, subject, text, html, attachments)
+        raise PermanentFailure(f"unknown channel {d.channel}")
+
+    def address(self, d: Delivery, facts: CaseFacts) -> str:
+        address = self.planner.address(d.party, d.recipient, d.channel, facts)
+        if not address and d.channel == WEBHOOK and d.party not in (PETITIONER, "leader"):
+            address = self.default_webhook.replace("{unit_id}", d.recipient)
+        return address
+
+    async def pdf_of(self, doc: StoredDocument) -> bytes:
+        if doc.pdf is None:
+            doc.pdf = await asyncio.to_thread(html_to_pdf, doc.html, doc.title)
+            await self.repo.store_pdf(doc, doc.pdf)
+        return doc.pdf
+
+    # ------------------------------------------------------------------ outcomes
+
+    async def _succeeded(self, d: Delivery, result: SendResult) -> None:
+        at = self.clock()
+        NOTICES_DELIVERED.labels(d.kind, d.channel).inc()
+        if result.outcome == "sent":
+            command = lambda c: c.record_notice_sent(  # noqa: E731
+                notice_id=d.key, kind=d.kind, recipient=d.recipient, channel=d.channel,
+                trigger_version=d.trigger_version, attempts=d.attempts,
+                provider_ref=result.provider_ref, actor=NOTIFY_ACTOR, at=at)
+        else:
+            command = lambda c: c.record_notice_delivered(  # noqa: E731
+                notice_id=d.key, kind=d.kind, recipient=d.recipient, channel=d.channel,
+                trigger_version=d.trigger_version, attempts=d.attempts, actor=NOTIFY_ACTOR,
+                at=at)
+        await self.recorder.record(d.case_id, command,
+                                   (d, result.outcome, None, result.provider_ref, None))
+
+    async def _failed(self, d: Delivery, error: str, *, final: bool) -> None:
+        at = self.clock()
+        log.warning("delivery attempt failed", extra={
+            "delivery": str(d.id), "channel": d.channel, "attempt": d.attempts,
+            "final": final, "error": error})
+        NOTICES_FAILED.labels(d.kind, d.channel).inc()
+        if final:
+            NOTICES_DEAD_LETTERED.labels(d.kind, d.channel).inc()
+            command: Callable[[Case], None] = lambda c: c.record_notice_dead_lettered(  # noqa: E731
+                notice_id=d.key, kind=d.kind, recipient=d.recipient, channel=d.channel,
+                trigger_version=d.trigger_version, attempts=d.attempts, error=error,
+                actor=NOTIFY_ACTOR, at=at)
+            outcome = (d, "dead_lettered", error[:500], None, None)
+        else:
+            command = lambda c: c.record_notice_failed(  # noqa: E731
+                notice_id=d.key, kind=d.kind, recipient=d.recipient, channel=d.channel,
+                trigger_version=d.trigger_version, attempts=d.attempts, error=error,
+                final=False, actor=NOTIFY_ACTOR, at=at)
+            outcome = (d, "failed", error[:500], None, self.retry.delay(d.attempts))
+        await self.recorder.record(d.case_id, command, outcome)
+        if not final:
+            asyncio.get_running_loop().call_later(outcome[4] or 0, self.wake)  # type: ignore[arg-type]
+
+
+def webhook_payload(d: Delivery, docs: list[Any]) -> dict[str, Any]:
+    """The signed body: a pure function of the stored delivery and documents, so a resend
+    after a crash is byte-for-byte the same."""
+    return {
+        "idempotency_key": d.key,
+        "notice_id": d.key,
+        "event_id": d.event_id,
+        "case_id": str(d.case_id),
+        "case_number": _case_number(docs),
+        "division": d.division,
+        "kind": d.kind,
+        "recipient": d.recipient,
+        "party": d.party,
+        "documents": [{
+            "document_id": str(doc.id), "kind": doc.kind, "title": doc.title,
+            "digest": doc.digest, "template": doc.template, "data": doc.data,
+            "html": doc.html, "text": doc.text,
+            "href": f"/v1/cases/{d.case_id}/documents/{doc.id}",
+        } for doc in docs],
+    }
+
+
+def _case_number(docs: list[Any]) -> str:
+    for doc in docs:
+        number = (doc.data.get("case") or {}).get("case_number")
+        if number:
+            return str(number)
+    return ""
+
+
+def _safe_recipient(d: Delivery) -> str:
+    return "" if d.party == PETITIONER else d.recipient

@@ -1,0 +1,283 @@
+"""The `documents` and `deliveries` tables.
+
+A delivery is one (event, recipient, channel): its primary key. Whoever inserts it first owns
+the first attempt (INSERT ... ON CONFLICT DO NOTHING RETURNING); later attempts, retries after
+a failure and sends whose sender died are claimed with SELECT ... FOR UPDATE SKIP LOCKED under a
+lease, so two replicas never hold the same delivery at once. States:
+
+    pending -> sending -> delivered | sent | failed -> sending ... -> dead_lettered -> pending
+
+`sent` is a channel that does not confirm receipt (SMTP relay, SMS gateway) having accepted it.
+Documents addressed to the petitioner carry identity, so their HTML and PDF are AES-GCM
+encrypted at rest with the payload key, like the events.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from services.notify.documents import Rendered
+from services.notify.plan import PlannedDelivery
+
+DELIVERY_NAMESPACE = uuid.UUID("0d5f2b8e-7a61-4f0b-b1d4-6a3c9e2f7b10")
+FINAL_STATES = ("delivered", "sent", "dead_lettered")
+
+
+def delivery_id(key: str) -> uuid.UUID:
+    return uuid.uuid5(DELIVERY_NAMESPACE, key)
+
+
+class DocumentCipher:
+    def __init__(self, key_b64: str) -> None:
+        self.aead = AESGCM(base64.b64decode(key_b64))
+
+    def seal(self, data: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self.aead.encrypt(nonce, data, b"notify-document")
+
+    def open(self, blob: bytes) -> bytes:
+        return self.aead.decrypt(blob[:12], blob[12:], b"notify-document")
+
+
+@dataclass
+class Delivery:
+    id: uuid.UUID
+    event_id: str
+    recipient: str
+    channel: str
+    case_id: uuid.UUID
+    trigger_version: int
+    division: str
+    kind: str
+    party: str
+    document_ids: list[uuid.UUID]
+    optional: bool
+    state: str
+    attempts: int
+    prior_state: str = "pending"
+    last_error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.event_id}:{self.recipient}:{self.channel}"
+
+    @classmethod
+    def from_row(cls, r: Any) -> Delivery:
+        return cls(r["id"], r["event_id"], r["recipient"], r["channel"], r["case_id"],
+                   r["trigger_version"], r["division"], r["kind"], r["party"],
+                   list(r["document_ids"]), r["optional"], r["state"], r["attempts"],
+                   r.get("prior_state") or "pending", r.get("last_error"))
+
+
+@dataclass
+class StoredDocument:
+    id: uuid.UUID
+    case_id: uuid.UUID
+    kind: str
+    recipient: str
+    title: str
+    template: str
+    data: dict[str, Any]
+    html: str
+    text: str
+    pdf: bytes | None
+    digest: str
+    created_at: datetime
+    for_petitioner: bool
+    event_id: str
+    division: str
+
+
+_CLAIM_COLUMNS = ("id, event_id, recipient, channel, case_id, trigger_version, division, kind, "
+                  "party, document_ids, optional, state, attempts, last_error")
+
+
+class NotifyRepository:
+    def __init__(self, pool: asyncpg.Pool, cipher: DocumentCipher, instance: str,
+                 lease_s: float) -> None:
+        self.pool = pool
+        self.cipher = cipher
+        self.instance = instance
+        self.lease_s = lease_s
+
+    # ------------------------------------------------------------------ writing a plan
+
+    async def save_plan(self, documents: list[Rendered],
+                        deliveries: list[PlannedDelivery]) -> list[Delivery]:
+        """Store the documents and deliveries of one or many events in one transaction;
+        returns the deliveries this call created, already claimed by this instance for their
+        first attempt (a delivery that exists already is someone else's)."""
+        if not deliveries and not documents:
+            return []
+        async with self.pool.acquire() as conn, conn.transaction():
+            if documents:
+                await conn.execute(
+                    "INSERT INTO documents (id, case_id, event_id, kind, recipient, division, "
+                    "title, template, data, html, text, encrypted, digest) "
+                    "SELECT d.id, d.case_id, d.event_id, d.kind, d.recipient, d.division, "
+                    "d.title, d.template, d.data, d.html, d.text, d.encrypted, d.digest "
+                    "FROM jsonb_to_recordset($1::jsonb) AS d(id uuid, case_id uuid, "
+                    "event_id text, kind text, recipient text, division text, title text, "
+                    "template text, data jsonb, html text, text text, encrypted boolean, "
+                    "digest text) ON CONFLICT (id) DO NOTHING",
+                    json.dumps([self._document_row(d) for d in documents], ensure_ascii=False))
+            if not deliveries:
+                return []
+            rows = await conn.fetch(
+                f"INSERT INTO deliveries (event_id, recipient, channel, id, case_id, "
+                f"trigger_version, division, kind, party, document_ids, optional, state, "
+                f"attempts, lease_until, claimed_by) "
+                f"SELECT d.event_id, d.recipient, d.channel, d.id, d.case_id, d.trigger_version, "
+                f"d.division, d.kind, d.party, d.document_ids, d.optional, 'sending', 1, "
+                f"now() + make_interval(secs => $2), $3 "
+                f"FROM jsonb_to_recordset($1::jsonb) AS d(event_id text, recipient text, "
+                f"channel text, id uuid, case_id uuid, trigger_version int, division text, "
+                f"kind text, party text, document_ids uuid[], optional boolean) "
+                f"ON CONFLICT (event_id, recipient, channel) DO NOTHING "
+                f"RETURNING {_CLAIM_COLUMNS}",
+                json.dumps([{
+                    "event_id": p.event_id, "recipient": p.recipient, "channel": p.channel,
+                    "id": str(delivery_id(p.key)), "case_id": p.case_id,
+                    "trigger_version": p.trigger_version, "division": p.division,
+                    "kind": p.kind, "party": p.party,
+                    "document_ids": [str(d.id) for d in p.documents], "optional": p.optional,
+                } for p in deliveries]),
+                self.lease_s, self.instance,
+            )
+        return [Delivery.from_row(r) for r in rows]
+
+    def _document_row(self, d: Rendered) -> dict[str, Any]:
+        html, text = d.html, d.text
+        if d.for_petitioner:
+            html = base64.b64encode(self.cipher.seal(html.encode())).decode()
+            text = base64.b64encode(self.cipher.seal(text.encode())).decode()
+        return {"id": str(d.id), "case_id": d.event_id.split(":", 1)[0],
+                "event_id": d.event_id, "kind": d.kind, "recipient": d.recipient,
+                "division": d.division, "title": d.title, "template": d.template,
+                "data": d.data, "html": html, "text": text, "encrypted": d.for_petitioner,
+                "digest": d.digest}
+
+    # ------------------------------------------------------------------ claiming
+
+    async def claim_due(self, limit: int = 100) -> list[Delivery]:
+        """Deliveries due for an attempt: new, failed and due again, or held by a sender whose
+        lease ran out (it died mid-send)."""
+        rows = await self.pool.fetch(
+            f"WITH due AS ("
+            f"  SELECT event_id, recipient, channel, state AS prior_state FROM deliveries"
+            f"  WHERE (state IN ('pending', 'failed') AND next_attempt_at <= now())"
+            f"     OR (state = 'sending' AND lease_until < now())"
+            f"  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+            f" UPDATE deliveries d SET state = 'sending', attempts = d.attempts + 1,"
+            f"  lease_until = now() + make_interval(secs => $2), claimed_by = $3,"
+            f"  updated_at = now()"
+            f" FROM due WHERE (d.event_id, d.recipient, d.channel) ="
+            f"  (due.event_id, due.recipient, due.channel)"
+            f" RETURNING {', '.join('d.' + c for c in _CLAIM_COLUMNS.split(', '))},"
+            f"  due.prior_state",
+            limit, self.lease_s, self.instance,
+        )
+        return [Delivery.from_row(r) for r in rows]
+
+    async def settle(self, outcomes: list[tuple[Delivery, str, str | None, str | None,
+                                                 float | None]]) -> None:
+        """(delivery, new state, error, provider ref, retry in seconds) for many at once."""
+        if not outcomes:
+            return
+        await self.pool.execute(
+            "UPDATE deliveries d SET state = o.state, last_error = o.error,"
+            " provider_ref = coalesce(o.provider_ref, d.provider_ref),"
+            " next_attempt_at = CASE WHEN o.retry_in IS NULL THEN d.next_attempt_at"
+            "   ELSE now() + make_interval(secs => o.retry_in) END,"
+            " lease_until = NULL, updated_at = now()"
+            " FROM jsonb_to_recordset($1::jsonb) AS o(id uuid, state text, error text,"
+            "   provider_ref text, retry_in float8)"
+            " WHERE d.id = o.id AND d.state NOT IN ('delivered', 'sent')",
+            json.dumps([{"id": str(d.id), "state": state, "error": error,
+                         "provider_ref": ref, "retry_in": retry_in}
+                        for d, state, error, ref, retry_in in outcomes]),
+        )
+
+    # ------------------------------------------------------------------ documents
+
+    async def documents(self, ids: list[uuid.UUID]) -> list[StoredDocument]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM documents WHERE id = ANY($1::uuid[])", ids)
+        by_id = {r["id"]: self._document(r) for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    async def case_documents(self, case_id: uuid.UUID) -> list[StoredDocument]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM documents WHERE case_id = $1 ORDER BY created_at, id", case_id)
+        return [self._document(r, with_content=False) for r in rows]
+
+    async def document(self, case_id: uuid.UUID, doc_id: uuid.UUID) -> StoredDocument | None:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM documents WHERE case_id = $1 AND id = $2", case_id, doc_id)
+        return self._document(row) if row else None
+
+    async def store_pdf(self, doc: StoredDocument, pdf: bytes) -> None:
+        blob = self.cipher.seal(pdf) if doc.for_petitioner else pdf
+        await self.pool.execute("UPDATE documents SET pdf = $2 WHERE id = $1 AND pdf IS NULL",
+                                doc.id, blob)
+
+    def _document(self, r: Any, with_content: bool = True) -> StoredDocument:
+        html, text, pdf = r["html"], r["text"], r["pdf"]
+        if not with_content:
+            html, text, pdf = "", "", None
+        elif r["encrypted"]:
+            html = self.cipher.open(base64.b64decode(html)).decode()
+            text = self.cipher.open(base64.b64decode(text)).decode()
+            pdf = self.cipher.open(pdf) if pdf is not None else None
+        data = r["data"]
+        return StoredDocument(r["id"], r["case_id"], r["kind"], r["recipient"], r["title"],
+                              r["template"], json.loads(data) if isinstance(data, str) else data,
+                              html, text, pdf, r["digest"], r["created_at"], r["encrypted"],
+                              r["event_id"], r["division"])
+
+    # ------------------------------------------------------------------ operators
+
+    async def dead_letters(self, prefix: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT id, event_id, recipient, channel, case_id, division, kind, party, attempts,"
+            " last_error, updated_at FROM deliveries WHERE state = 'dead_lettered'"
+            " AND division LIKE $1 ORDER BY updated_at DESC LIMIT $2", prefix + "%", limit)
+        return [_public(r) for r in rows]
+
+    async def delivery(self, delivery_id_: uuid.UUID) -> Delivery | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_CLAIM_COLUMNS} FROM deliveries WHERE id = $1", delivery_id_)
+        return Delivery.from_row(row) if row else None
+
+    async def requeue(self, delivery_id_: uuid.UUID) -> bool:
+        """A dead letter back to pending, due now, with the same idempotency key."""
+        status = await self.pool.execute(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = now(),"
+            " lease_until = NULL, updated_at = now() WHERE id = $1 AND state = 'dead_lettered'",
+            delivery_id_)
+        return status.endswith(" 1")
+
+    async def for_case(self, case_id: uuid.UUID) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT id, event_id, recipient, channel, case_id, division, kind, party, state,"
+            " attempts, last_error, updated_at FROM deliveries WHERE case_id = $1"
+            " ORDER BY created_at, recipient, channel", case_id)
+        return [_public(r) for r in rows]
+
+
+def _public(r: Any) -> dict[str, Any]:
+    out = dict(r)
+    out["id"] = str(out["id"])
+    out["case_id"] = str(out["case_id"])
+    out["idempotency_key"] = f"{r['event_id']}:{r['recipient']}:{r['channel']}"
+    if out.get("updated_at") is not None:
+        out["updated_at"] = out["updated_at"].isoformat()
+    return out

@@ -1,0 +1,36 @@
+"""Notify's settings: the shared ones, plus documents, channels and delivery tuning."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import Field
+
+from petitions.infra.settings import REPO_ROOT, NotifySettings
+
+
+class NotifyServiceSettings(NotifySettings):
+    routes_file: Path = Field(REPO_ROOT / "config" / "notify-routes.json",
+                              alias="NOTIFY_ROUTES_FILE")
+    contacts_file: Path = Field(REPO_ROOT / "config" / "notify-contacts.json",
+                                alias="NOTIFY_CONTACTS_FILE")
+    # A province's own templates: <dir>/<division code>/<kind>.html, falling back to
+    # <dir>/default/ and then to the built-in set.
+    templates_dir: Path | None = Field(None, alias="NOTIFY_TEMPLATES_DIR")
+    smtp_host: str = Field("", alias="NOTIFY_SMTP_HOST")
+    smtp_port: int = Field(25, alias="NOTIFY_SMTP_PORT")
+    smtp_from: str = Field("notify@petitions.invalid", alias="NOTIFY_SMTP_FROM")
+    smtp_username: str = Field("", alias="NOTIFY_SMTP_USERNAME")
+    smtp_password: str = Field("", alias="NOTIFY_SMTP_PASSWORD")
+    smtp_starttls: bool = Field(False, alias="NOTIFY_SMTP_STARTTLS")
+    sms_gateway_url: str = Field("", alias="NOTIFY_SMS_GATEWAY_URL")
+    sms_gateway_token: str = Field("", alias="NOTIFY_SMS_GATEWAY_TOKEN")
+    # A send not settled within the lease is taken to have died with its sender and is
+    # resent (same idempotency key) by any replica; keep it above the channel timeouts.
+    lease_s: float = Field(30.0, alias="NOTIFY_LEASE_S")
+    retry_base_s: float = Field(2.0, alias="NOTIFY_RETRY_BASE_S")
+    retry_cap_s: float = Field(600.0, alias="NOTIFY_RETRY_CAP_S")
+    poll_s: float = Field(0.5, alias="NOTIFY_POLL_S")
+    send_concurrency: int = Field(128, alias="NOTIFY_SEND_CONCURRENCY")
+    instance_id: str = Field(f"{socket.gethostname()}:{os.getpid()}", alias="NOTIFY_INSTANCE_ID")

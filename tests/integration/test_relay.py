@@ -1,0 +1,81 @@
+"""The relay on real PostgreSQL and NATS JetStream: each event published once, in order,
+resuming after a restart, with republishes dropped by Nats-Msg-Id."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from petitions.infra.relay import READER, Relay
+from tests.integration.conftest import new_case
+
+pytestmark = pytest.mark.integration
+
+
+async def _stream_messages(bus, subject_filter):
+    """Every message currently in the stream for the filter, via an ephemeral consumer."""
+    sub = await bus.js.pull_subscribe(subject_filter, stream=bus.stream)
+    seen = []
+    while True:
+        try:
+            msgs = await sub.fetch(500, timeout=0.5)
+        except (TimeoutError, asyncio.TimeoutError, Exception) as exc:  # empty: fetch times out
+            if "timeout" in type(exc).__name__.lower():
+                break
+            raise
+        for m in msgs:
+            seen.append((m.headers.get("Nats-Msg-Id"), json.loads(m.data)))
+            await m.ack()
+    await sub.unsubscribe()
+    return seen
+
+
+async def _relay_to_head(relay, event_log):
+    head = await event_log.head()
+    while relay.position < head:
+        await relay.publish_next_batch()
+
+
+async def test_relay_publishes_each_event_once_and_resumes(pool, store, event_log, bus):
+    relay = Relay(pool, event_log, bus, batch=7)
+    relay.position = await relay.positions.get(READER)
+    cases = [new_case() for _ in range(20)]
+    await asyncio.to_thread(store.save, *cases)
+    await _relay_to_head(relay, event_log)
+
+    # A restarted relay starts from the recorded position: nothing new to publish.
+    restarted = Relay(pool, event_log, bus, batch=7)
+    restarted.position = await restarted.positions.get(READER)
+    assert restarted.position == relay.position
+    assert await restarted.publish_next_batch() is False
+
+    more = [new_case() for _ in range(5)]
+    await asyncio.to_thread(store.save, *more)
+    await _relay_to_head(restarted, event_log)
+
+    ids = {str(c.id) for c in cases + more}
+    seen = [(mid, body) for mid, body in await _stream_messages(bus, f"{bus.prefix}.case.>")
+            if body["case_id"] in ids]
+    assert sorted(mid for mid, _ in seen) == sorted(f"{i}:1" for i in ids)
+    assert all("petitioner" not in body["data"] for _, body in seen), "identity left the store"
+
+
+async def test_a_republish_is_dropped_by_message_id(pool, store, event_log, bus):
+    case = new_case()
+    await asyncio.to_thread(store.save, case)
+    [event] = [e for e in await event_log.read_after(0, 100_000) if e.case_id == case.id]
+    assert await bus.publish(event.type, event.event_id, event.to_message()) is True
+    # A relay that crashed before recording its position publishes the same event again.
+    assert await bus.publish(event.type, event.event_id, event.to_message()) is False
+
+
+async def test_only_one_relay_leads(pool, event_log, bus):
+    first, second = Relay(pool, event_log, bus), Relay(pool, event_log, bus)
+    stopping = asyncio.Event()
+    tasks = [asyncio.create_task(r.run(stopping)) for r in (first, second)]
+    await asyncio.sleep(1.5)
+    leaders = [r.is_leader for r in (first, second)]
+    stopping.set()
+    await asyncio.gather(*tasks)
+    assert leaders.count(True) == 1
