@@ -49,7 +49,7 @@ from petitions.domain.intake_rules import (
     is_major_collective_visit,
     leader_escalation_reason,
 )
-from petitions.domain.values import Actor, CaseStatus, Category, Channel, Petitioner
+from petitions.domain.values import Actor, CaseStatus, Category, Channel, Contact, Petitioner
 
 
 class Case(Aggregate):
@@ -57,8 +57,10 @@ class Case(Aggregate):
 
     class Registered(Aggregate.Created):
         # v2 added petitioner_key (keyed hash of the ID number, for matching repeats without
-        # the number in clear), accused_unit and representatives.
-        class_version = 2
+        # the number in clear), accused_unit and representatives (names).
+        # v3: representatives are contacts (name, phone, e-mail, address), and a joint
+        # petition's designated contact.
+        class_version = 3
         case_number: str
         channel: str
         category: str
@@ -75,11 +77,18 @@ class Case(Aggregate):
         reason: str
         petitioner_key: str
         accused_unit: str
-        representatives: list[str]
+        representatives: list[dict[str, str]]
+        contact: dict[str, str] | None
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state.update(petitioner_key="", accused_unit="", representatives=[])
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["representatives"] = [Contact(name=n).as_dict()
+                                        for n in state["representatives"]]
+            state["contact"] = None
 
         def apply(self, case: Case) -> None:
             case._apply_registration(self.__dict__)
@@ -401,7 +410,8 @@ class Case(Aggregate):
         self.submission_digest: str = r["submission_digest"]
         self.petitioner_key: str = r["petitioner_key"]
         self.accused_unit: str = r["accused_unit"]
-        self.representatives: list[str] = list(r["representatives"])
+        self.representatives: list[dict[str, str]] = list(r["representatives"])
+        self.contact: dict[str, str] | None = r["contact"]
         self.jurisdictions: list[str] = [self.division]
         self.routing_proposal: dict[str, str] | None = None
         self.remit_disputes: list[dict[str, Any]] = []
@@ -438,10 +448,13 @@ class Case(Aggregate):
         reason: str = "petition received",
         petitioner_key: str = "",
         accused_unit: str = "",
-        representatives: list[str] | None = None,
+        representatives: list[Contact | str] | None = None,
+        contact: Contact | None = None,
     ) -> Case:
         """Register a petition: the first fact of every case."""
-        check_registration(channel, people_count, representatives or [])
+        reps = [Contact.named(r) for r in representatives or []]
+        check_registration(channel, people_count, reps, contact=contact,
+                           anonymous=petitioner is None)
         case = cls._create(
             cls.Registered,
             id=case_id,
@@ -462,7 +475,8 @@ class Case(Aggregate):
             reason=reason,
             petitioner_key=petitioner_key,
             accused_unit=accused_unit,
-            representatives=list(representatives or []),
+            representatives=[r.as_dict() for r in reps],
+            contact=contact.as_dict() if contact else None,
         )
         case._escalate_if_due(channel, people_count, case.visit_count, actor, at)
         return case

@@ -3,12 +3,13 @@
 2022 regulation Art. 20: a visit of 5 or more people names at most 5 representatives;
 5-29 people is an ordinary collective visit, 30+ a major one. Escalate to the principal
 leader on a person's 3rd visit on a matter, a collective visit of 10+ people, or 3+ people on
-their 3rd visit.
+their 3rd visit. A joint petition (联名: several signatories, not in person) is answered through
+its designated contact.
 """
 from __future__ import annotations
 
 from petitions.domain.errors import RuleViolation
-from petitions.domain.values import Channel
+from petitions.domain.values import Channel, Contact
 
 MAX_REPRESENTATIVES = 5
 COLLECTIVE_VISIT_PEOPLE = 5
@@ -18,7 +19,28 @@ LEADER_REPEAT_VISIT = 3
 LEADER_REPEAT_GROUP_PEOPLE = 3
 
 
-def check_registration(channel: Channel, people_count: int, representatives: list[str]) -> None:
+def check_registration(channel: Channel, people_count: int, representatives: list[Contact],
+                       *, contact: Contact | None = None, anonymous: bool = False) -> None:
+    check_people(channel, people_count, representatives)
+    if contact is not None:
+        check_designated_contact(channel, people_count, anonymous)
+
+
+def check_designated_contact(channel: Channel, people_count: int, anonymous: bool) -> None:
+    """Only a joint petition has a designated contact; an anonymous one has nobody to tell."""
+    if anonymous:
+        raise RuleViolation("an anonymous petition has no designated contact")
+    if not is_joint_petition(channel, people_count):
+        raise RuleViolation(
+            "a designated contact is named by a joint petition (2 or more signatories, not a "
+            "visit); a visit names representatives")
+
+
+def is_joint_petition(channel: Channel, people_count: int) -> bool:
+    return channel is not Channel.VISIT and people_count >= 2
+
+
+def check_people(channel: Channel, people_count: int, representatives: list[Contact]) -> None:
     if people_count < 1:
         raise RuleViolation("people_count must be at least 1")
     if len(representatives) > MAX_REPRESENTATIVES:

@@ -86,9 +86,29 @@ class Petitioner:
     id_number: str = ""
     phone: str = ""
     address: str = ""
+    email: str = ""
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Contact:
+    """A person the bureau answers through: a collective visit's representative or a joint
+    petition's designated contact. Confidential like a petitioner's identity."""
+
+    name: str
+    phone: str = ""
+    email: str = ""
+    address: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def named(cls, value: Contact | str) -> Contact:
+        """Representatives were registered by name alone before contacts were recorded."""
+        return value if isinstance(value, Contact) else cls(name=value)
 
 
 # China Standard Time has had no daylight saving since 1991: a fixed offset is exact and needs

@@ -12,11 +12,18 @@ REDACTED = "[redacted]"
 
 
 def redact_identity(entry: dict[str, Any]) -> dict[str, Any]:
-    """A history entry without the petitioner's identity."""
+    """A history entry without the identity of the people who petitioned: the petitioner, a
+    joint petition's designated contact and a collective visit's representatives (how many
+    there were stays visible)."""
     data = entry.get("data") or {}
-    if data.get("petitioner") is None:
-        return entry
-    return {**entry, "data": {**data, "petitioner": REDACTED}}
+    hidden: dict[str, Any] = {}
+    if data.get("petitioner") is not None:
+        hidden["petitioner"] = REDACTED
+    if data.get("contact") is not None:
+        hidden["contact"] = REDACTED
+    if data.get("representatives"):
+        hidden["representatives"] = [REDACTED] * len(data["representatives"])
+    return {**entry, "data": {**data, **hidden}} if hidden else entry
 
 
 class IdentityReads:

@@ -37,9 +37,12 @@ MOBILE = re.compile(
     r"(?<![0-9A-Za-z])(?:\+?86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}(?![0-9A-Za-z])")
 
 
+EMAIL = re.compile(r"[^\s@\"'<>()]+@[^\s@\"'<>()]+\.[A-Za-z]{2,}")
+
+
 def redact(text: str) -> str:
-    """The text with ID numbers and mobile numbers replaced by `[redacted]`."""
-    return MOBILE.sub(REDACTED, ID_NUMBER.sub(REDACTED, text))
+    """The text with ID numbers, mobile numbers and e-mail addresses replaced by `[redacted]`."""
+    return EMAIL.sub(REDACTED, MOBILE.sub(REDACTED, ID_NUMBER.sub(REDACTED, text)))
 
 
 def bind_case(case_id: Any) -> None:

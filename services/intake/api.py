@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from petitions.domain.access import Principal
-from petitions.domain.values import CaseStatus, Category, Channel, Petitioner
+from petitions.domain.values import CaseStatus, Category, Channel, Contact, Petitioner
 from petitions.infra.http import current_principal
 from services.intake.audit_api import case_as_of
 from services.intake.queries import MAX_PAGE_SIZE, BadPageToken, CaseQueries
@@ -28,12 +28,35 @@ EARLIEST_RECEIPT = datetime(2000, 1, 1, tzinfo=UTC)
 ID_NUMBER_PATTERN = r"^\d{17}[\dXx]$"
 
 
+PHONE_PATTERN = r"^\+?[\d\- ]{5,20}$|^$"
+EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$|^$"
+
+
 class PetitionerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
     id_number: str = Field("", pattern=rf"{ID_NUMBER_PATTERN}|^$")
-    phone: str = Field("", pattern=r"^\+?[\d\- ]{5,20}$|^$")
+    phone: str = Field("", pattern=PHONE_PATTERN)
     address: str = Field("", max_length=300)
+    email: str = Field("", max_length=254, pattern=EMAIL_PATTERN)
+
+
+class ContactIn(BaseModel):
+    """A representative of a collective visit, or a joint petition's designated contact:
+    notices owed to the petitioners go to them."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    phone: str = Field("", pattern=PHONE_PATTERN)
+    email: str = Field("", max_length=254, pattern=EMAIL_PATTERN)
+    address: str = Field("", max_length=300)
+
+    def to_contact(self) -> Contact:
+        return Contact(**self.model_dump())
+
+
+# a name alone (as before contacts were recorded), or a contact
+RepresentativeIn = Annotated[str, Field(min_length=1, max_length=100)] | ContactIn
 
 
 class PetitionIn(BaseModel):
@@ -51,9 +74,13 @@ class PetitionIn(BaseModel):
     received_at: datetime | None = Field(None, description="defaults to now")
     accused_unit: str | None = Field(
         None, max_length=100, description="for an accusation: the unit accused (never routed to)")
-    representatives: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+    representatives: list[RepresentativeIn] = Field(
         default_factory=list, max_length=50,
-        description="names of the representatives of a visit of 5 or more people (at most 5)")
+        description="the representatives of a visit of 5 or more people (at most 5): each a "
+                    "name, or a contact with phone and e-mail to receive the notices")
+    contact: ContactIn | None = Field(
+        None, description="a joint petition's designated contact (2 or more signatories, not a "
+                          "visit): notices go to this person")
 
     @model_validator(mode="after")
     def _named_or_anonymous(self) -> PetitionIn:
@@ -77,7 +104,10 @@ class PetitionIn(BaseModel):
             channel=self.channel, category=self.category, division=self.division,
             subject=self.subject, content=self.content, requests=list(self.requests),
             people_count=self.people_count, petitioner=petitioner, received_at=received,
-            accused_unit=self.accused_unit or "", representatives=tuple(self.representatives),
+            accused_unit=self.accused_unit or "",
+            representatives=tuple(r.to_contact() if isinstance(r, ContactIn) else Contact(name=r)
+                                  for r in self.representatives),
+            contact=self.contact.to_contact() if self.contact else None,
         )
 
 

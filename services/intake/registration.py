@@ -15,7 +15,7 @@ from eventsourcing.persistence import IntegrityError
 from petitions.domain.access import Permission, Principal, require
 from petitions.domain.case import Case
 from petitions.domain.matching import petitioner_key
-from petitions.domain.values import Actor, Category, Channel, Petitioner, local_date
+from petitions.domain.values import Actor, Category, Channel, Contact, Petitioner, local_date
 from petitions.infra.committer import GroupCommitter
 from petitions.infra.store import REQUEST_STORE_TIMEOUT_S, CaseStore, in_thread
 from services.intake.matching import Match, OpenCaseFinder
@@ -45,7 +45,8 @@ class RegisterPetition:
     petitioner: Petitioner | None
     received_at: datetime
     accused_unit: str = ""
-    representatives: tuple[str, ...] = ()
+    representatives: tuple[Contact, ...] = ()
+    contact: Contact | None = None
 
     def digest(self) -> str:
         """Fingerprint of what was submitted (to tell a retry from a different petition)."""
@@ -54,7 +55,9 @@ class RegisterPetition:
             "division": self.division, "subject": self.subject, "content": self.content,
             "requests": self.requests, "people_count": self.people_count,
             "petitioner": self.petitioner.as_dict() if self.petitioner else None,
-            "accused_unit": self.accused_unit, "representatives": list(self.representatives),
+            "accused_unit": self.accused_unit,
+            "representatives": [r.as_dict() for r in self.representatives],
+            "contact": self.contact.as_dict() if self.contact else None,
         }
         raw = json.dumps(body, sort_keys=True, ensure_ascii=False).encode()
         return hashlib.sha256(raw).hexdigest()
@@ -130,7 +133,7 @@ class Registrar:
             requests=cmd.requests, people_count=cmd.people_count, petitioner=cmd.petitioner,
             received_at=cmd.received_at, submission_digest=digest, actor=actor, at=at,
             petitioner_key=key, accused_unit=cmd.accused_unit,
-            representatives=list(cmd.representatives),
+            representatives=list(cmd.representatives), contact=cmd.contact,
         )
         if terminated_matter is not None:
             # Handled at two levels, ended at the third: the same matter from the same

@@ -29,13 +29,13 @@ def identity_terms(facts: CaseFacts) -> list[str]:
         people.append(facts.petitioner)
     if facts.contact:
         people.append(facts.contact)
+    people.extend(facts.representatives)
     terms: set[str] = set()
     for p in people:
         for key in ("name", "id_number", "phone", "address", "email", "employer"):
             value = str(p.get(key) or "").strip()
             if _meaningful(key, value):
                 terms.add(value)
-    terms.update(r.strip() for r in facts.representatives if len(r.strip()) >= 2)
     return sorted(terms, key=len, reverse=True)
 
 

@@ -22,10 +22,10 @@ class CaseFacts:
     requests: list[str] = field(default_factory=list)
     people_count: int = 1
     anonymous: bool = False
-    # Identity: the petitioner as registered, and (Registered v2) representative names and the
-    # accused unit. Joint-petition contacts are read when the event carries them ("contact").
+    # Identity: the petitioner as registered, the accused unit, a collective visit's
+    # representatives and a joint petition's designated contact (name, phone, e-mail, address).
     petitioner: dict[str, str] | None = None
-    representatives: list[str] = field(default_factory=list)
+    representatives: list[dict[str, str]] = field(default_factory=list)
     contact: dict[str, str] | None = None
     accused_unit: str = ""
     received_at: str = ""
@@ -54,7 +54,7 @@ def fold(case_id: str, events: list[tuple[str, int, str, dict[str, Any]]]) -> Ca
                 content=data.get("content", ""), requests=list(data.get("requests") or []),
                 people_count=int(data.get("people_count", 1)),
                 anonymous=bool(data.get("anonymous")), petitioner=data.get("petitioner"),
-                representatives=[str(r) for r in data.get("representatives") or []],
+                representatives=[_contact(r) for r in data.get("representatives") or []],
                 contact=data.get("contact") or None,
                 accused_unit=data.get("accused_unit") or "",
                 received_at=data.get("received_at", ""), registered_at=at,
@@ -88,3 +88,8 @@ def fold(case_id: str, events: list[tuple[str, int, str, dict[str, Any]]]) -> Ca
             facts.lead_unit = ""
             facts.lead_unit_name = ""
     return facts
+
+
+def _contact(value: dict[str, str] | str) -> dict[str, str]:
+    # events folded from their stored data keep the shape they were recorded in
+    return dict(value) if isinstance(value, dict) else {"name": str(value)}

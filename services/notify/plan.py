@@ -83,10 +83,26 @@ class Trigger:
 
 @dataclass(frozen=True)
 class Recipient:
-    id: str         # unit id, "petitioner", "leader:<id>"
+    id: str         # unit id, "petitioner", "representative:<n>", "leader:<id>"
     party: str
     name: str
     role: str = ""  # 主办 / 协办 for slips
+
+
+REPRESENTATIVE_PREFIX = "representative:"
+PERSON_ADDRESS_FIELD = {"sms": "phone", "email": "email"}
+
+
+def answered_through(facts: CaseFacts) -> list[tuple[str, dict[str, str]]]:
+    """Who receives what the petitioners are owed, by recipient id: nobody for an anonymous
+    petition (no reply is owed); a collective visit's representatives; a joint petition's
+    designated contact; otherwise the petitioner."""
+    if facts.anonymous or not facts.petitioner:
+        return []
+    if facts.representatives:
+        return [(f"{REPRESENTATIVE_PREFIX}{n}", person)
+                for n, person in enumerate(facts.representatives, 1)]
+    return [(PETITIONER, facts.contact or facts.petitioner)]
 
 
 @dataclass
@@ -143,10 +159,8 @@ class Planner:
     def recipients(self, party: str, facts: CaseFacts, trigger: Trigger) -> list[Recipient]:
         d = trigger.data
         if party == PETITIONER:
-            if facts.anonymous or not facts.petitioner:
-                return []  # anonymous: handled on the facts, no reply owed
-            who = facts.contact or facts.petitioner
-            return [Recipient(PETITIONER, PETITIONER, str(who.get("name", "")))]
+            return [Recipient(rid, PETITIONER, str(who.get("name", "")))
+                    for rid, who in answered_through(facts)]
         if party == LEAD_UNIT:
             uid = (d.get("unit_id") if trigger.type == "RoutedToUnit"
                    else d.get("lead_unit") if trigger.type == "Accepted" else None)
@@ -212,10 +226,8 @@ class Planner:
         """Where a recipient is reached on a channel; "" when nowhere. Webhooks of units
         without one in the directory are the caller's default."""
         if party == PETITIONER:
-            if facts is None or not facts.petitioner:
-                return ""
-            who = facts.contact or facts.petitioner
-            return str(who.get({"sms": "phone", "email": "email"}.get(channel, "-"), "") or "")
+            who = dict(answered_through(facts)).get(recipient) if facts else None
+            return str((who or {}).get(PERSON_ADDRESS_FIELD.get(channel, "-"), "") or "")
         if party == LEADER:
             lid = recipient.split(":", 1)[1]
             for c in self.contacts.leaders_for(facts.division if facts else ""):
@@ -286,10 +298,12 @@ class Planner:
             ctx["case"]["deadlines"] = {
                 CLOCK_LABELS.get(c, c): cn_date(v.get("due_on")) for c, v in facts.clocks.items()}
         else:
-            who = facts.contact or facts.petitioner or {}
+            who = dict(answered_through(facts)).get(r.id) or {}
             ctx["petitioner"] = {"name": who.get("name", ""), "address": who.get("address", ""),
                                  "joint": bool(facts.contact),
-                                 "representatives": list(facts.representatives)}
+                                 "representative": r.id.startswith(REPRESENTATIVE_PREFIX),
+                                 "representatives": [p.get("name", "")
+                                                     for p in facts.representatives]}
         ctx["event"] = self.event_context(kind, facts, trigger, r)
         return ctx
 

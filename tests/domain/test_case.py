@@ -51,7 +51,7 @@ def test_registering_records_one_event_with_actor_time_and_reason():
     assert event.actor == CLERK.as_dict()
     assert event.timestamp == AT
     assert event.reason
-    assert event.class_version == 2
+    assert event.class_version == 3
     assert case.status.value == "registered"
 
 

@@ -12,7 +12,7 @@ from eventsourcing.persistence import StoredEvent
 from petitions.domain.case import Case
 from petitions.domain.errors import RuleViolation
 from petitions.domain.intake_rules import leader_escalation_reason
-from petitions.domain.values import Actor, Category, Channel, Petitioner
+from petitions.domain.values import Actor, Category, Channel, Contact, Petitioner
 
 AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 CLERK = Actor("clerk-1", "intake_clerk", "330106")
@@ -72,3 +72,47 @@ def test_a_stored_version_1_registration_is_upcast_with_defaults():
     upcast = app.mapper.to_domain_event(old)
     assert (upcast.petitioner_key, upcast.accused_unit, upcast.representatives) == ("", "", [])
     assert upcast.mutate(None).case_number == case.case_number
+
+
+def test_representatives_are_recorded_with_their_contacts():
+    reps = [Contact("甲", phone="13700000001", email="jia@example.cn"), "乙"]
+    case = register(people_count=6, representatives=reps)
+    assert case.representatives == [
+        {"name": "甲", "phone": "13700000001", "email": "jia@example.cn", "address": ""},
+        {"name": "乙", "phone": "", "email": "", "address": ""}]
+    assert case.contact is None
+
+
+def test_a_joint_petition_names_its_designated_contact():
+    contact = Contact("李四", phone="13911111111")
+    case = register(channel=Channel.LETTER, people_count=3, contact=contact)
+    assert case.contact == contact.as_dict()
+
+
+@pytest.mark.parametrize("channel, people, petitioner, why", [
+    (Channel.LETTER, 1, Petitioner(name="赵六"), "joint petition"),   # one signatory
+    (Channel.VISIT, 6, Petitioner(name="赵六"), "joint petition"),    # a visit has representatives
+    (Channel.LETTER, 3, None, "anonymous"),
+])
+def test_a_designated_contact_only_for_a_named_joint_petition(channel, people, petitioner, why):
+    with pytest.raises(RuleViolation, match=why):
+        register(channel=channel, people_count=people, petitioner=petitioner,
+                 representatives=["甲"] if channel is Channel.VISIT else [],
+                 contact=Contact("李四"))
+
+
+def test_a_stored_version_2_registration_gets_contacts_from_representative_names():
+    app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    case = register(people_count=6, representatives=["甲", "乙"])
+    [event] = case.collect_events()
+    stored = app.mapper.to_stored_event(event)
+    state = json.loads(stored.state)
+    state.pop("contact")
+    state["representatives"] = ["甲", "乙"]   # exactly what a version 2 event stored
+    state["class_version"] = 2
+    old = StoredEvent(stored.originator_id, stored.originator_version, stored.topic,
+                      json.dumps(state).encode())
+    upcast = app.mapper.to_domain_event(old)
+    assert upcast.representatives == [Contact("甲").as_dict(), Contact("乙").as_dict()]
+    assert upcast.contact is None
+    assert upcast.mutate(None).representatives[1]["name"] == "乙"

@@ -232,6 +232,7 @@ def test_logs_never_carry_id_or_mobile_numbers(log_lines):
     assert case_id in text and "330106-2026-000042" in text
     assert redact("trace 4bf92f3577b34da6a3ce929d0e0e4736 id 00f067aa0ba902b7") == \
         "trace 4bf92f3577b34da6a3ce929d0e0e4736 id 00f067aa0ba902b7"
+    assert redact("mail to wang.wu+x@example.cn, ok") == "mail to [redacted], ok"
 
 
 def test_migrations_are_versioned_and_idempotent(servers):

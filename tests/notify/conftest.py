@@ -24,7 +24,7 @@ from aiosmtpd.controller import Controller
 
 from petitions.devstack import free_port
 from petitions.domain.case import Case
-from petitions.domain.values import Actor, Category, Channel, Petitioner
+from petitions.domain.values import Actor, Category, Channel, Contact, Petitioner
 from petitions.infra.dsn import as_uri
 from petitions.infra.settings import DEV_WEBHOOK_SECRET, CommonAuthSettings
 from petitions.infra.store import CaseStore
@@ -281,15 +281,17 @@ async def notifier(notify_store, notify_pool, webhook_sink, smtp_server, sms_gat
 
 def registered(division: str = "330106", *, petitioner: Petitioner | None = PETITIONER,
                category: Category = Category.APPEAL, accused_unit: str = "",
-               content: str | None = None) -> Case:
+               content: str | None = None, channel: Channel = Channel.LETTER,
+               people_count: int = 1, representatives: list[Contact] | None = None,
+               contact: Contact | None = None) -> Case:
     now = datetime.now(UTC)
     return Case.register(
         case_id=uuid4(), case_number=f"{division}-2026-{uuid4().int % 10**6:06d}",
-        channel=Channel.LETTER, category=category, division=division, subject="land",
+        channel=channel, category=category, division=division, subject="land",
         content=content or f"宅基地分配漏掉了我家。我是{PETITIONER.name}，电话 138-1234-5678。",
-        requests=["重新丈量并登记"], people_count=1, petitioner=petitioner,
+        requests=["重新丈量并登记"], people_count=people_count, petitioner=petitioner,
         received_at=now, submission_digest=uuid4().hex, actor=CLERK, at=now,
-        accused_unit=accused_unit,
+        accused_unit=accused_unit, representatives=representatives, contact=contact,
     )
 
 

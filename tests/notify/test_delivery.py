@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from petitions.domain.values import Channel, Contact
 from services.notify.handler import webhook_payload
 from tests.notify.conftest import (
     IDENTITY,
@@ -175,6 +176,47 @@ async def test_documents_by_every_channel_and_no_identity_to_units(
                 assert term not in doc.html and term not in doc.text
         else:
             assert PETITIONER.name in doc.html
+
+
+async def test_a_collective_visit_is_told_through_its_representatives(
+        notifier, notify_store, smtp_server, sms_gateway):
+    reps = [Contact("王五", phone="13700000101", email="wangwu@example.cn"),
+            Contact("赵六", phone="13700000102")]
+    case = accepted(routed(registered(channel=Channel.VISIT, people_count=8,
+                                      representatives=reps)))
+    await save(notify_store, case)
+    await notifier.handle_event(case.id, 3)
+
+    def settled():
+        ns = [d for t, d in notices(notify_store, case.id)
+              if t in ("NoticeSent", "NoticeDelivered") and d["kind"] == "acceptance_notice"]
+        return len(ns) >= 3 and ns
+
+    got = sorted((d["recipient"], d["channel"]) for d in await wait_until(settled))
+    assert got == [("representative:1", "email"), ("representative:1", "sms"),
+                   ("representative:2", "sms")]
+    assert len(sms_gateway.to("13700000101")) == 1 and len(sms_gateway.to("13700000102")) == 1
+    assert not [m for m in sms_gateway.to(PETITIONER.phone)
+                if m["reference"].startswith(str(case.id))]
+    [mail] = [m for m in smtp_server.to("wangwu@example.cn")
+              if str(case.id) in m["X-Idempotency-Key"]]
+    assert "受理" in str(mail["Subject"])
+
+
+async def test_a_joint_petition_is_told_through_its_contact_by_email_too(
+        notifier, notify_store, smtp_server, sms_gateway):
+    contact = Contact("李四", phone="13900000103", email="lisi@example.cn")
+    case = accepted(routed(registered(people_count=3, contact=contact)))
+    await save(notify_store, case)
+    await notifier.handle_event(case.id, 3)
+    await wait_until(lambda: len([d for t, d in notices(notify_store, case.id)
+                                  if t in ("NoticeSent", "NoticeDelivered")
+                                  and d["kind"] == "acceptance_notice"]) >= 2)
+    assert len(sms_gateway.to("13900000103")) == 1
+    [mail] = [m for m in smtp_server.to("lisi@example.cn")
+              if str(case.id) in m["X-Idempotency-Key"]]
+    html = next(p.get_content() for p in mail.walk() if p.get_content_type() == "text/html")
+    assert "李四" in html and "联名信访联系人" in html
 
 
 async def test_failures_are_retried_then_dead_lettered_and_replayed_with_the_same_key(

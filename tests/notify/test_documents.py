@@ -179,6 +179,36 @@ def test_a_joint_petition_is_answered_through_its_contact(planner):
     assert planner.address("petitioner", "petitioner", "sms", f) == "13911111111"
 
 
+def test_a_collective_visit_is_answered_through_each_representative(planner):
+    reps = [{"name": "王五", "phone": "13700000001", "email": "wangwu@example.cn"},
+            {"name": "赵六", "phone": "13700000002"}]
+    f = facts(channel="visit", people_count=12, representatives=reps)
+    plan = planner.plan(f, trigger("Replied", outcome="supported", reply_text="ok",
+                                   replied_on="2026-11-20"))
+    sent = sorted((d.recipient, d.channel) for d in plan.deliveries)
+    # e-mail is optional on this route: only the representative with an address gets one
+    assert sent == [("representative:1", "email"), ("representative:1", "sms"),
+                    ("representative:2", "sms")]
+    assert planner.address("petitioner", "representative:2", "sms", f) == "13700000002"
+    assert planner.address("petitioner", "representative:2", "email", f) == ""
+    by_recipient = {d.recipient: d.html for d in plan.documents}
+    assert "王五" in by_recipient["representative:1"] and "赵六" not in by_recipient[
+        "representative:1"]
+    # the petitioner registered for the visit is told through the representatives only
+    assert "petitioner" not in {d.recipient for d in plan.deliveries}
+
+
+def test_representatives_identity_never_reaches_a_unit(planner):
+    reps = [{"name": "王五", "phone": "13700000001", "email": "wangwu@example.cn"}]
+    f = facts(channel="visit", people_count=6, representatives=reps,
+              content="代表王五（13700000001，wangwu@example.cn）反映")
+    plan = planner.plan(f, trigger("RoutedToUnit", unit_id="land-330106", unit_name="x",
+                                   explanation=""))
+    [doc] = [d for d in plan.documents if d.recipient == "land-330106"]
+    for term in ("王五", "13700000001", "wangwu@example.cn"):
+        assert term not in doc.html and term not in doc.text
+
+
 def test_the_accused_unit_never_gets_the_accusation(planner):
     f = facts(category="accusation", accused_unit="land-330106")
     plan = planner.plan(f, trigger("Accepted", mode="assign", lead_unit="land-330106",
@@ -188,7 +218,8 @@ def test_the_accused_unit_never_gets_the_accusation(planner):
 
 
 def test_identity_is_scrubbed_from_unit_documents_even_inside_free_text(planner):
-    f = facts(representatives=["王五", "赵六"], content="代表王五、赵六反映；身份证330106199001011234")
+    f = facts(representatives=[{"name": "王五", "phone": "13700000001"}, {"name": "赵六"}],
+              content="代表王五、赵六反映；身份证330106199001011234")
     plan = planner.plan(f, trigger("RoutedToUnit", unit_id="land-330106", unit_name="x",
                                    explanation=""))
     html = plan.documents[0].html
@@ -277,7 +308,7 @@ def test_facts_fold_reads_the_events():
                                "assisting_units": ["u3"], "decided_on": "d"}),
     ])
     assert (f.lead_unit, f.assisting_units, f.mode, f.version) == ("u2", ["u3"], "transfer", 3)
-    assert f.representatives == ["甲", "乙"]
+    assert f.representatives == [{"name": "甲"}, {"name": "乙"}]  # v2 data: names only
     assert fold("c", []) is None
 
 
