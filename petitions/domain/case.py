@@ -1152,8 +1152,7 @@ class Case(Aggregate):
         reason: str
 
         def apply(self, case: Case) -> None:
-            case.review = {**case.review, "outcome": self.outcome, "issued_on": self.issued_on}
-            case._advance(self)
+            case.review = case._with_opinion(case.review, self)
 
     class ReReviewRequested(Aggregate.Event):
         """复核 asked of the reviewing organ's superior, within 30 days of the review opinion."""
@@ -1179,9 +1178,7 @@ class Case(Aggregate):
         reason: str
 
         def apply(self, case: Case) -> None:
-            case.re_review = {**case.re_review, "outcome": self.outcome,
-                              "issued_on": self.issued_on}
-            case._advance(self)
+            case.re_review = case._with_opinion(case.re_review, self)
 
     class ReturnVisitRecorded(Aggregate.Event):
         """回访: satisfied / basically satisfied / dissatisfied, with comments."""
@@ -1315,6 +1312,10 @@ class Case(Aggregate):
         """A review or re-review as it stands when requested."""
         return {"requested_on": e.requested_on, "organ": e.organ, "outcome": None,
                 "issued_on": None, "hearing_days": 0}
+
+    def _with_opinion(self, stage: dict[str, Any], e: Any) -> dict[str, Any]:
+        self._advance(e)
+        return {**stage, "outcome": e.outcome, "issued_on": e.issued_on}
 
     def _on_accepted(self, e: Case.Accepted) -> None:
         self._on_decided(e, "accepted", mode=e.mode)
@@ -1534,43 +1535,54 @@ class Case(Aggregate):
                        actor: Actor, at: datetime, reason: str) -> None:
         """复查, asked within 30 days of receiving the reply (Art. 35)."""
         require_allowed(self, Action.REQUEST_REVIEW)
-        day = _within(requested_on, "requested_on", at, self.written_reply["received_on"],
-                      "receiving the reply", REVIEW_REQUEST_DAYS, calendar)
-        self.trigger_event(self.ReviewRequested, timestamp=at, requested_on=day,
-                           organ=_text(organ, "organ"), actor=actor.as_dict(),
-                           reason=_text(reason, "reason"))
+        self._request_stage(self.ReviewRequested, requested_on, organ, calendar,
+                            since=self.written_reply["received_on"],
+                            since_what="receiving the reply", days=REVIEW_REQUEST_DAYS,
+                            actor=actor, at=at, reason=reason)
 
     def issue_review_opinion(self, *, outcome: str, opinion: str, issued_on: date,
                              actor: Actor, at: datetime, reason: str) -> None:
         require_allowed(self, Action.ISSUE_REVIEW_OPINION)
-        _one_of(outcome, OPINION_OUTCOMES, "outcome")
-        self.trigger_event(
-            self.ReviewOpinionIssued, timestamp=at, outcome=outcome,
-            opinion=_text(opinion, "opinion"),
-            issued_on=_day(issued_on, "issued_on", at, self.review["requested_on"],
-                           "the review request"),
-            actor=actor.as_dict(), reason=_text(reason, "reason"))
+        self._issue_opinion(self.ReviewOpinionIssued, outcome, opinion, issued_on,
+                            requested_on=self.review["requested_on"],
+                            request_name="the review request", actor=actor, at=at,
+                            reason=reason)
 
     def request_re_review(self, *, requested_on: date, organ: str, calendar: WorkCalendar,
                           actor: Actor, at: datetime, reason: str) -> None:
         """复核, asked within 30 days of the review opinion (Art. 36)."""
         require_allowed(self, Action.REQUEST_RE_REVIEW)
-        day = _within(requested_on, "requested_on", at, self.review["issued_on"],
-                      "the review opinion", RE_REVIEW_REQUEST_DAYS, calendar)
-        self.trigger_event(self.ReReviewRequested, timestamp=at, requested_on=day,
-                           organ=_text(organ, "organ"), actor=actor.as_dict(),
-                           reason=_text(reason, "reason"))
+        self._request_stage(self.ReReviewRequested, requested_on, organ, calendar,
+                            since=self.review["issued_on"], since_what="the review opinion",
+                            days=RE_REVIEW_REQUEST_DAYS, actor=actor, at=at, reason=reason)
 
     def issue_re_review_opinion(self, *, outcome: str, opinion: str, issued_on: date,
                                 actor: Actor, at: datetime, reason: str) -> None:
         """The re-review opinion terminates the matter."""
         require_allowed(self, Action.ISSUE_RE_REVIEW_OPINION)
+        self._issue_opinion(self.ReReviewOpinionIssued, outcome, opinion, issued_on,
+                            requested_on=self.re_review["requested_on"],
+                            request_name="the re-review request", actor=actor, at=at,
+                            reason=reason)
+
+    # Review and re-review are the same two steps one level apart: a request to the higher
+    # organ inside a window counted from the previous decision, then that organ's opinion.
+    # The callers check the action is allowed first: the earlier stage exists only then.
+
+    def _request_stage(self, event: type[Aggregate.Event], requested_on: date, organ: str,
+                       calendar: WorkCalendar, *, since: str, since_what: str, days: int,
+                       actor: Actor, at: datetime, reason: str) -> None:
+        day = _within(requested_on, "requested_on", at, since, since_what, days, calendar)
+        self.trigger_event(event, timestamp=at, requested_on=day, organ=_text(organ, "organ"),
+                           actor=actor.as_dict(), reason=_text(reason, "reason"))
+
+    def _issue_opinion(self, event: type[Aggregate.Event], outcome: str, opinion: str,
+                       issued_on: date, *, requested_on: str, request_name: str, actor: Actor,
+                       at: datetime, reason: str) -> None:
         _one_of(outcome, OPINION_OUTCOMES, "outcome")
         self.trigger_event(
-            self.ReReviewOpinionIssued, timestamp=at, outcome=outcome,
-            opinion=_text(opinion, "opinion"),
-            issued_on=_day(issued_on, "issued_on", at, self.re_review["requested_on"],
-                           "the re-review request"),
+            event, timestamp=at, outcome=outcome, opinion=_text(opinion, "opinion"),
+            issued_on=_day(issued_on, "issued_on", at, requested_on, request_name),
             actor=actor.as_dict(), reason=_text(reason, "reason"))
 
     # return visit and withdrawal --------------------------------------------------------
