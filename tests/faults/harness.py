@@ -425,6 +425,53 @@ async def run_for(load: PetitionLoad, seconds: float) -> None:
     await task
 
 
+@dataclass(frozen=True)
+class Outage:
+    """When a server was stopped and started again, in seconds after the load began."""
+
+    stopped_at: float
+    restarted_at: float
+    elapsed: float
+
+
+async def load_through_outage(load: PetitionLoad, server: RestartableServer, *, before: float,
+                              outage: float, after: float) -> Outage:
+    """Keep `load` running; stop `server` after `before` seconds, start it again `outage`
+    seconds later, and keep the load on for `after` seconds more."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(load.run(stop))
+    started = time.monotonic()
+    await asyncio.sleep(before)
+    await asyncio.to_thread(server.stop)
+    stopped_at = time.monotonic() - started
+    await asyncio.sleep(outage)
+    await asyncio.to_thread(server.start)
+    restarted_at = time.monotonic() - started
+    await asyncio.sleep(after)
+    stop.set()
+    await task
+    return Outage(stopped_at, restarted_at, time.monotonic() - started)
+
+
+def run_scenario(cluster: Cluster, clerk_tokens: dict[str, str], scenario: Any, *, rate: float,
+                 max_duration: float, after_stop: Any = None) -> None:
+    """Start `cluster`, run `scenario(cluster, load)` under a steady load of petitions, stop
+    every process (then `after_stop()`), and fail with every problem found or any unclean
+    exit. The logs are kept only when something failed."""
+    cluster.start_all()
+    try:
+        load = PetitionLoad(cluster.intake_url, clerk_tokens, rate=rate,
+                            max_duration=max_duration)
+        problems = asyncio.run(scenario(cluster, load))
+    finally:
+        codes = cluster.stop_all()
+        if after_stop is not None:
+            after_stop()
+    assert not problems, report(problems) + f"\nlogs: {cluster.log_dir}"
+    assert codes == {k: 0 for k in cluster.instances}, f"unclean shutdown: {codes}"
+    cluster.discard_logs()
+
+
 # -- invariants ---------------------------------------------------------------------------
 
 

@@ -4,9 +4,7 @@ is lost or done twice. The scenario has its own nats-server, so stopping it dist
 other test."""
 from __future__ import annotations
 
-import asyncio
 import functools
-import time
 
 import pytest
 
@@ -19,7 +17,8 @@ from tests.faults.harness import (
     WebhookReceiver,
     check_answers,
     check_invariants,
-    report,
+    load_through_outage,
+    run_scenario,
     summary_line,
     timeline,
 )
@@ -34,22 +33,13 @@ async def _scenario(cluster: Cluster, load: PetitionLoad, nats_server: Restartab
                     env, receiver) -> list[str]:
     await cluster.wait_ready()
     problems: list[str] = []
-    stop = asyncio.Event()
-    load_task = asyncio.create_task(load.run(stop))
-    started = time.monotonic()
-    await asyncio.sleep(BEFORE)
-    await asyncio.to_thread(nats_server.stop)
-    stopped_at = time.monotonic() - started
-    await asyncio.sleep(OUTAGE)
-    await asyncio.to_thread(nats_server.start)
-    restarted_at = time.monotonic() - started
-    await asyncio.sleep(AFTER)
-    stop.set()
-    await load_task
-    print(summary_line("nats", load, time.monotonic() - started),
-          f"nats down {stopped_at:.1f}s..{restarted_at:.1f}s", f"\n{timeline(load)}")
+    outage = await load_through_outage(load, nats_server, before=BEFORE, outage=OUTAGE,
+                                       after=AFTER)
+    print(summary_line("nats", load, outage.elapsed),
+          f"nats down {outage.stopped_at:.1f}s..{outage.restarted_at:.1f}s",
+          f"\n{timeline(load)}")
     during = [o for v in load.outcomes.values() for o in v
-              if stopped_at + 1 < o.at < restarted_at - 1]
+              if outage.stopped_at + 1 < o.at < outage.restarted_at - 1]
     if not any(o.status == 201 for o in during):
         problems.append("intake registered nothing while NATS was down")
     problems += check_answers(load, await load.complete(timeout=30))
@@ -64,16 +54,11 @@ def test_nats_stopped_for_ten_seconds(servers, clerk_tokens):
     with RestartableServer("nats", functools.partial(embedded_nats, port=port)) as nats_server:
         infra = Infrastructure(servers.postgres_dsn, nats_server.address)
         with isolated_env(infra, "faults_nats") as env, WebhookReceiver() as receiver:
-            cluster = Cluster("nats", env, receiver)
-            cluster.start_all()
-            try:
-                load = PetitionLoad(cluster.intake_url, clerk_tokens, rate=RATE,
-                                    max_duration=BEFORE + OUTAGE + AFTER + 10)
-                problems = asyncio.run(_scenario(cluster, load, nats_server, env, receiver))
-            finally:
-                codes = cluster.stop_all()
-                if not nats_server.running:  # so that isolated_env can delete the stream
+            def restore() -> None:  # so that isolated_env can delete the stream
+                if not nats_server.running:
                     nats_server.start()
-    assert not problems, report(problems) + f"\nlogs: {cluster.log_dir}"
-    assert codes == {k: 0 for k in cluster.instances}, f"unclean shutdown: {codes}"
-    cluster.discard_logs()  # kept only when something failed
+
+            run_scenario(
+                Cluster("nats", env, receiver), clerk_tokens,
+                lambda cluster, load: _scenario(cluster, load, nats_server, env, receiver),
+                rate=RATE, max_duration=BEFORE + OUTAGE + AFTER + 10, after_stop=restore)

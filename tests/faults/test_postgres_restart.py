@@ -4,9 +4,6 @@ petition completes. The scenario has its own embedded PostgreSQL (even when POST
 names an external one), so restarting it disturbs no other test."""
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
 from petitions.devstack import Infrastructure, embedded_postgres
@@ -18,7 +15,8 @@ from tests.faults.harness import (
     WebhookReceiver,
     check_answers,
     check_invariants,
-    report,
+    load_through_outage,
+    run_scenario,
     summary_line,
     timeline,
 )
@@ -33,19 +31,10 @@ async def _scenario(cluster: Cluster, load: PetitionLoad, postgres: RestartableS
                     env, receiver) -> list[str]:
     await cluster.wait_ready()
     problems: list[str] = []
-    stop = asyncio.Event()
-    load_task = asyncio.create_task(load.run(stop))
-    started = time.monotonic()
-    await asyncio.sleep(BEFORE)
-    await asyncio.to_thread(postgres.stop)
-    stopped_at = time.monotonic() - started
-    await asyncio.sleep(OUTAGE)
-    await asyncio.to_thread(postgres.start)
-    restarted_at = time.monotonic() - started
-    await asyncio.sleep(AFTER)
-    stop.set()
-    await load_task
-    print(summary_line("postgres", load, time.monotonic() - started),
+    outage = await load_through_outage(load, postgres, before=BEFORE, outage=OUTAGE,
+                                       after=AFTER)
+    stopped_at, restarted_at = outage.stopped_at, outage.restarted_at
+    print(summary_line("postgres", load, outage.elapsed),
           f"postgres down {stopped_at:.1f}s..{restarted_at:.1f}s\n{timeline(load)}")
 
     # During the outage: 503 with Retry-After, and an answer to every request.
@@ -68,16 +57,11 @@ def test_postgres_restarted_under_load(servers, clerk_tokens):
     with RestartableServer("postgres", embedded_postgres) as postgres:
         infra = Infrastructure(postgres.address, servers.nats_url)
         with isolated_env(infra, "faults_pg") as env, WebhookReceiver() as receiver:
-            cluster = Cluster("postgres", env, receiver)
-            cluster.start_all()
-            try:
-                load = PetitionLoad(cluster.intake_url, clerk_tokens, rate=RATE,
-                                    max_duration=BEFORE + OUTAGE + AFTER + 10)
-                problems = asyncio.run(_scenario(cluster, load, postgres, env, receiver))
-            finally:
-                codes = cluster.stop_all()
-                if not postgres.running:  # so that isolated_env can drop the database
+            def restore() -> None:  # so that isolated_env can drop the database
+                if not postgres.running:
                     postgres.start()
-    assert not problems, report(problems) + f"\nlogs: {cluster.log_dir}"
-    assert codes == {k: 0 for k in cluster.instances}, f"unclean shutdown: {codes}"
-    cluster.discard_logs()  # kept only when something failed
+
+            run_scenario(
+                Cluster("postgres", env, receiver), clerk_tokens,
+                lambda cluster, load: _scenario(cluster, load, postgres, env, receiver),
+                rate=RATE, max_duration=BEFORE + OUTAGE + AFTER + 10, after_stop=restore)

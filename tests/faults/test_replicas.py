@@ -15,7 +15,7 @@ from tests.faults.harness import (
     WebhookReceiver,
     check_answers,
     check_invariants,
-    report,
+    run_scenario,
     summary_line,
     timeline,
 )
@@ -51,13 +51,6 @@ def test_two_replicas_of_each_consuming_service(servers, clerk_tokens):
     with isolated_env(servers, "faults_replicas") as env, WebhookReceiver() as receiver:
         cluster = Cluster("replicas", env, receiver, replicas={s: 2 for s in CONSUMING})
         assert len(cluster.instances) == 7
-        cluster.start_all()
-        try:
-            load = PetitionLoad(cluster.intake_url, clerk_tokens, rate=RATE,
-                                max_duration=LOAD_SECONDS + 5)
-            problems = asyncio.run(_scenario(cluster, load, env, receiver))
-        finally:
-            codes = cluster.stop_all()
-    assert not problems, report(problems) + f"\nlogs: {cluster.log_dir}"
-    assert codes == {k: 0 for k in cluster.instances}, f"unclean shutdown: {codes}"
-    cluster.discard_logs()  # kept only when something failed
+        run_scenario(cluster, clerk_tokens,
+                     lambda cluster, load: _scenario(cluster, load, env, receiver),
+                     rate=RATE, max_duration=LOAD_SECONDS + 5)
