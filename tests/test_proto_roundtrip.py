@@ -61,6 +61,18 @@ def invalid_message(request: intake_pb2.RegisterPetitionRequest) -> str:
 # -- request -> PetitionIn -----------------------------------------------------------------
 
 
+def test_contacts_become_the_rest_body():
+    fields = grpc_api.petition_fields(full_request(
+        representatives=["赵六"],
+        representative_contacts=[intake_pb2.Contact(name="钱七", phone="13700000301")],
+        contact=intake_pb2.Contact(name="孙八", email="sunba@example.cn")))
+    assert fields["representatives"] == [
+        "赵六", {"name": "钱七", "phone": "13700000301", "email": "", "address": ""}]
+    assert fields["contact"] == {"name": "孙八", "phone": "", "email": "sunba@example.cn",
+                                 "address": ""}
+    assert "contact" not in grpc_api.petition_fields(full_request())
+
+
 def test_full_request_becomes_the_rest_body():
     fields = grpc_api.petition_fields(full_request())
     assert fields == {
@@ -72,7 +84,7 @@ def test_full_request_becomes_the_rest_body():
         "requests": ["停止夜间施工", "赔偿损失"],
         "people_count": 3,
         "petitioner": {"name": "张三", "id_number": "33010619800101123X",
-                       "phone": "+86 138-0000-0000", "address": "杭州市西湖区"},
+                       "phone": "+86 138-0000-0000", "address": "杭州市西湖区", "email": ""},
         "anonymous": False,
         "received_at": datetime(2026, 3, 1, 8, 0, tzinfo=UTC),
         "representatives": [],

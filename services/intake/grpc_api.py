@@ -107,8 +107,11 @@ def petition_fields(request: intake_pb2.RegisterPetitionRequest) -> dict[str, An
         "content": request.content,
         "requests": list(request.requests),
         "anonymous": request.anonymous,
-        "representatives": list(request.representatives),
+        "representatives": [*request.representatives,
+                            *(_contact(c) for c in request.representative_contacts)],
     }
+    if request.HasField("contact"):
+        fields["contact"] = _contact(request.contact)
     if request.accused_unit:
         fields["accused_unit"] = request.accused_unit
     if request.channel != intake_pb2.CHANNEL_UNSPECIFIED:
@@ -120,10 +123,14 @@ def petition_fields(request: intake_pb2.RegisterPetitionRequest) -> dict[str, An
     if request.HasField("petitioner"):
         p = request.petitioner
         fields["petitioner"] = {"name": p.name, "id_number": p.id_number, "phone": p.phone,
-                                "address": p.address}
+                                "address": p.address, "email": p.email}
     if request.HasField("received_at"):
         fields["received_at"] = _timestamp_to_datetime(request.received_at)
     return fields
+
+
+def _contact(c: intake_pb2.Contact) -> dict[str, str]:
+    return {"name": c.name, "phone": c.phone, "email": c.email, "address": c.address}
 
 
 def _timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> datetime | str:

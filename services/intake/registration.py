@@ -14,6 +14,7 @@ from eventsourcing.persistence import IntegrityError
 
 from petitions.domain.access import Permission, Principal, require
 from petitions.domain.case import Case
+from petitions.domain.intake_rules import check_registration
 from petitions.domain.matching import petitioner_key
 from petitions.domain.values import Actor, Category, Channel, Contact, Petitioner, local_date
 from petitions.infra.committer import GroupCommitter
@@ -105,6 +106,9 @@ class Registrar:
         if not principal.can_see(cmd.division):
             raise OutsideJurisdiction(
                 f"{principal.subject} registers for {principal.jurisdiction}, not {cmd.division}")
+        # The rules on who comes hold for every petition, also one that joins an open case.
+        check_registration(cmd.channel, cmd.people_count, list(cmd.representatives),
+                           contact=cmd.contact, anonymous=cmd.petitioner is None)
         actor = principal.actor()
         digest = cmd.digest()
         case_id = _case_id_for(actor, idempotency_key)

@@ -1,6 +1,8 @@
 """The same registration and queries over gRPC, through the running services."""
 from __future__ import annotations
 
+import time
+
 import grpc
 import httpx
 import pytest
@@ -58,6 +60,37 @@ def test_grpc_petition_goes_through_every_service(system, stub, tokens, webhook_
         "Registered", "RoutedToUnit", "ClockStarted", "NoticeDelivered"}
     listed = client.ListCases(intake_pb2.ListCasesRequest(division="330102", page_size=50))
     assert created.case_id in {c.case_id for c in listed.cases}
+
+
+def test_grpc_registers_representatives_and_a_joint_contact(system, stub, tokens):
+    client, _ = stub
+
+    def someone(n: int) -> intake_pb2.Petitioner:   # a new petitioner: not a repeat
+        return intake_pb2.Petitioner(
+            name="周九", id_number=f"3301021985{time.time_ns() % 10**7:07d}{n}")
+
+    visit = client.RegisterPetition(petition(
+        petitioner=someone(1), channel=intake_pb2.CHANNEL_VISIT, people_count=6,
+        content="集体访：工厂拖欠六人工资",
+        representatives=["赵六"], representative_contacts=[
+            intake_pb2.Contact(name="钱七", phone="13700000301", email="qianqi@example.cn")]))
+    joint = client.RegisterPetition(petition(
+        petitioner=someone(2), channel=intake_pb2.CHANNEL_LETTER, people_count=3,
+        content="联名信：拖欠三人工资",
+        contact=intake_pb2.Contact(name="孙八", phone="13700000302")))
+    with httpx.Client(base_url=system.urls["intake"],
+                      headers=bearer(tokens["county_330102_clerk"])) as rest:
+        def registered(case_id):
+            return rest.get(f"/v1/cases/{case_id}/events").json()["events"][0]["data"]
+
+        representatives = registered(visit.case_id)["representatives"]
+        assert [r["name"] for r in representatives] == ["赵六", "钱七"]
+        assert representatives[1]["email"] == "qianqi@example.cn"
+        assert registered(joint.case_id)["contact"]["phone"] == "13700000302"
+    with pytest.raises(grpc.RpcError) as misplaced:   # one signatory has no designated contact
+        client.RegisterPetition(petition(contact=intake_pb2.Contact(name="孙八")))
+    assert misplaced.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "joint petition" in misplaced.value.details()
 
 
 def test_grpc_refuses_bad_input_with_the_right_codes(stub):
