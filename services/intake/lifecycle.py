@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -229,7 +229,7 @@ class LifecycleCommand:
     body: Any
     permissions: tuple[Permission, ...]
     apply: Apply
-    names_unit: bool = field(default=False)  # the body's unit_id is the acting unit
+    names_unit: bool = False  # the body's unit_id is the acting unit
 
     @cached_property
     def adapter(self) -> TypeAdapter[Any]:
