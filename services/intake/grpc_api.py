@@ -2,6 +2,8 @@
 
 Validation is the REST API's own: a request is turned into the dict a JSON body would be and
 checked by `PetitionIn`, so both front doors accept and refuse exactly the same petitions.
+The case lifecycle and audit services (services.intake.grpc_lifecycle) share this module's
+error mapping (`translate_errors`), authentication and message conversion.
 
 The generated modules (`petitionsapi.v1.intake_pb2`, `_grpc`) are built into gen/ at build
 time; whoever imports this module puts gen/ on sys.path first.
@@ -12,11 +14,11 @@ import functools
 import logging
 import re
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -31,12 +33,19 @@ from petitionsapi.v1 import intake_pb2, intake_pb2_grpc
 from pydantic import ValidationError
 
 from petitions.domain.case import Case
-from petitions.domain.errors import RuleViolation
+from petitions.domain.errors import IllegalTransition, IncompleteFile, RuleViolation
 from petitions.domain.values import CaseStatus, Category, Channel
 from petitions.infra.store import ConcurrencyConflict
 from petitions.domain.access import AccessDenied, Principal
 from petitions.infra.auth import InvalidToken, TokenAuthority
 from services.intake.api import DIVISION_PATTERN, PetitionIn
+from services.intake.auditing import BadAsOf
+from services.intake.lifecycle import (
+    ActsOnlyForItself,
+    CaseNotFound,
+    NotTheLeadUnit,
+    UnitNotNamed,
+)
 from services.intake.queries import MAX_PAGE_SIZE, BadPageToken, CaseQueries
 from services.intake.registration import (
     IdempotencyKeyReused,
@@ -82,12 +91,14 @@ _CATEGORY_FROM_PROTO: dict[int, str] = {v: k for k, v in _CATEGORY_TO_PROTO.item
 
 
 class RpcFailure(Exception):
-    """End the call with this status code and message."""
+    """End the call with this status code and message (and trailing metadata)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str,
+                 trailing_metadata: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.trailing_metadata = trailing_metadata
 
 
 # -- request conversion ----------------------------------------------------------------
@@ -330,17 +341,36 @@ def _jsonable(value: Any) -> Any:
 _Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
 
 
-def _rpc(method: _Method) -> _Method:
-    """Turn the exceptions a method raises into status codes."""
+def translate_errors(method: _Method) -> _Method:
+    """Turn the exceptions a method raises into status codes (as REST's answers: 404 ->
+    NOT_FOUND, 403 -> PERMISSION_DENIED, 409 -> FAILED_PRECONDITION, 422 -> INVALID_ARGUMENT,
+    but an incomplete case file, a precondition of closing, is FAILED_PRECONDITION)."""
 
     @functools.wraps(method)
-    async def call(self: IntakeServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
         except RpcFailure as exc:
             failure = exc
-        except (AccessDenied, OutsideJurisdiction) as exc:
+        except (AccessDenied, OutsideJurisdiction, NotTheLeadUnit, ActsOnlyForItself) as exc:
             failure = RpcFailure(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except CaseNotFound as exc:
+            failure = RpcFailure(grpc.StatusCode.NOT_FOUND, str(exc))
+        except IllegalTransition as exc:
+            failure = RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, str(exc), (
+                ("current-state", exc.current_state),
+                ("allowed-actions", ",".join(exc.allowed))))
+        except IncompleteFile as exc:
+            failure = RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, str(exc),
+                                 (("missing", ",".join(exc.missing)),))
+        except RuleViolation as exc:
+            failure = RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except UnitNotNamed as exc:
+            failure = RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"{exc.field}: {exc}")
+        except BadAsOf as exc:
+            failure = RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"as_of: {exc}")
+        except ValidationError as exc:
+            failure = RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, validation_message(exc))
         except UNAVAILABLE_ERRORS as exc:
             log.warning("%s: database unavailable: %r", method.__name__, exc)
             failure = RpcFailure(grpc.StatusCode.UNAVAILABLE,
@@ -350,6 +380,8 @@ def _rpc(method: _Method) -> _Method:
         except Exception:
             log.exception("%s failed", method.__name__)
             failure = RpcFailure(grpc.StatusCode.INTERNAL, "internal error")
+        if failure.trailing_metadata:
+            await context.abort(failure.code, failure.message, failure.trailing_metadata)
         await context.abort(failure.code, failure.message)
 
     return call  # type: ignore[return-value]
@@ -364,14 +396,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         self.clock = clock
 
     def _caller(self, context: grpc.aio.ServicerContext) -> Principal:
-        """The bearer token in the `authorization` metadata, as on REST."""
-        metadata = dict(context.invocation_metadata() or ())
-        try:
-            return self.authority.from_header(metadata.get("authorization"))
-        except InvalidToken as exc:
-            raise RpcFailure(grpc.StatusCode.UNAUTHENTICATED, f"unauthenticated: {exc}") from exc
+        return caller_of(self.authority, context)
 
-    @_rpc
+    @translate_errors
     async def RegisterPetition(self, request: intake_pb2.RegisterPetitionRequest,
                                context: grpc.aio.ServicerContext,
                                ) -> intake_pb2.RegisterPetitionResponse:
@@ -391,7 +418,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
         return registration_response(result.case, result.replayed, result.linked_as)
 
-    @_rpc
+    @translate_errors
     async def GetCase(self, request: intake_pb2.GetCaseRequest,
                       context: grpc.aio.ServicerContext) -> intake_pb2.Case:
         caller = self._caller(context)
@@ -401,7 +428,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no case {case_id}")
         return case_message(summary)
 
-    @_rpc
+    @translate_errors
     async def ListCases(self, request: intake_pb2.ListCasesRequest,
                         context: grpc.aio.ServicerContext) -> intake_pb2.ListCasesResponse:
         caller = self._caller(context)
@@ -415,7 +442,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             next_page_token=page["next_page_token"] or "",
         )
 
-    @_rpc
+    @translate_errors
     async def ListCaseEvents(self, request: intake_pb2.ListCaseEventsRequest,
                              context: grpc.aio.ServicerContext,
                              ) -> intake_pb2.ListCaseEventsResponse:
@@ -426,6 +453,15 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             raise RpcFailure(grpc.StatusCode.NOT_FOUND, f"no case {case_id}")
         return intake_pb2.ListCaseEventsResponse(
             case_id=str(case_id), events=[event_message(e) for e in events])
+
+
+def caller_of(authority: TokenAuthority, context: grpc.aio.ServicerContext) -> Principal:
+    """The bearer token in the `authorization` metadata, as on REST."""
+    metadata = dict(context.invocation_metadata() or ())
+    try:
+        return authority.from_header(metadata.get("authorization"))
+    except InvalidToken as exc:
+        raise RpcFailure(grpc.StatusCode.UNAUTHENTICATED, f"unauthenticated: {exc}") from exc
 
 
 def _http_detail(exc: HTTPException) -> str:
@@ -448,6 +484,14 @@ class _HealthServicer(health.aio.HealthServicer):
             self._server_status[name] = health_pb2.HealthCheckResponse.SERVING
 
 
+class ServiceOnServer(Protocol):
+    """A servicer that registers itself on a server under its full service name."""
+
+    service_name: str
+
+    def add_to_server(self, server: grpc.aio.Server) -> None: ...
+
+
 @dataclass
 class _ServerParts:
     health: _HealthServicer
@@ -458,11 +502,13 @@ _PARTS: weakref.WeakKeyDictionary[grpc.aio.Server, _ServerParts] = weakref.WeakK
 
 
 def build_grpc_server(servicer: IntakeServicer, host: str, port: int, *,
+                      also: Sequence[ServiceOnServer] = (),
                       max_message_bytes: int = MAX_MESSAGE_BYTES,
                       interceptors: tuple[grpc.aio.ServerInterceptor, ...] = ()
                       ) -> grpc.aio.Server:
-    """An unstarted server with the intake service, health checking (SERVING for "" and
-    petitionsapi.v1.IntakeService) and reflection, listening without TLS on host:port.
+    """An unstarted server with the intake service and the services in `also`, health
+    checking (SERVING for "" and each service) and reflection, listening without TLS on
+    host:port.
 
     Port 0 picks a free port (see `bound_port`). Requests over `max_message_bytes` are
     refused with RESOURCE_EXHAUSTED. Call `set_not_serving` (or `stop_grpc_server`) on
@@ -473,10 +519,13 @@ def build_grpc_server(servicer: IntakeServicer, host: str, port: int, *,
         ("grpc.so_reuseport", 0),  # a second server on the same port fails instead of sharing
     ])
     intake_pb2_grpc.add_IntakeServiceServicer_to_server(servicer, server)
-    health_servicer = _HealthServicer(("", SERVICE_NAME))
+    for other in also:
+        other.add_to_server(server)
+    served = (SERVICE_NAME, *(other.service_name for other in also))
+    health_servicer = _HealthServicer(("", *served))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        (*served, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
     bound = server.add_insecure_port(f"{address_host}:{port}")
     _PARTS[server] = _ServerParts(health_servicer, bound)

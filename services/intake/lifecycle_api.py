@@ -13,166 +13,48 @@ incomplete case file lists what is `missing`).
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-from petitions.domain.access import AccessDenied, Permission, Principal, Role
+from petitions.domain.access import Principal
 from petitions.domain.calendar import WorkCalendar
-from petitions.domain.case import Case
-from petitions.domain.deadlines import MAX_EXTENSION_DAYS
 from petitions.domain.errors import IncompleteFile
-from petitions.domain.values import Actor, local_date
-from petitions.infra.events import fold_domain_events
 from petitions.infra.http import current_principal
-from petitions.infra.store import CaseStore, in_thread
+from petitions.infra.store import CaseStore
+from services.intake.lifecycle import (
+    COMMANDS,
+    AcceptanceIn,
+    ActsOnlyForItself,
+    ArchiveIn,
+    CaseLifecycle,
+    CaseNotFound,
+    ClosureIn,
+    ExtensionIn,
+    HandlingOpinionIn,
+    HearingIn,
+    LeaderSignOffIn,
+    NotTheLeadUnit,
+    ObjectionDecisionIn,
+    ObjectionIn,
+    OpinionIn,
+    PetitionerSignatureIn,
+    ProgressIn,
+    ReplyIn,
+    ReplyReceiptIn,
+    ReturnVisitIn,
+    ReviewRequestIn,
+    UnitNotNamed,
+    WithdrawalIn,
+)
 from services.intake.queries import CaseQueries
 
 Caller = Annotated[Principal, Depends(current_principal)]
-
-Text = Annotated[str, Field(min_length=1, max_length=20_000)]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-Reason = Annotated[str, Field(min_length=1, max_length=2_000,
-                              description="why: recorded on the event with actor and time")]
-Day = Annotated[date | None, Field(description="ISO date; defaults to today (China)")]
-OpinionOutcome = Literal["upheld", "changed", "revoked"]
-
-
-class Command(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: Reason
-
-
-# -- acceptance ------------------------------------------------------------------------------
-
-
-class AcceptIn(Command):
-    decision: Literal["accept"]
-    mode: Literal["assign", "transfer"] = Field(
-        description="assign (交办: the unit reports back) or transfer (转送)")
-    lead_unit: Name
-    assisting_units: list[Name] = Field(default_factory=list, max_length=20)
-    decided_on: Day = None
-
-
-class NotAcceptIn(Command):
-    decision: Literal["not_accept"]
-    reason_code: Literal["outside_remit", "litigation_arbitration_review", "criminal_case_filed",
-                         "no_clear_subject_or_facts"]
-    redirect_organ: str = Field("", max_length=200)
-    decided_on: Day = None
-
-
-class NotAcceptAgainIn(Command):
-    decision: Literal["not_accept_again"]
-    earlier_case_id: UUID
-    ground: Literal["same_matter_open", "terminated_after_re_review"]
-    decided_on: Day = None
-
-
-class AnswerOnTheSpotIn(Command):
-    decision: Literal["answer_on_the_spot"]
-    answer: Text
-    decided_on: Day = None
-
-
-AcceptanceIn = Annotated[AcceptIn | NotAcceptIn | NotAcceptAgainIn | AnswerOnTheSpotIn,
-                         Field(discriminator="decision")]
-
-
-# -- handling --------------------------------------------------------------------------------
-
-
-class ProgressIn(Command):
-    unit_id: Name | None = Field(None, description="defaults to the calling unit")
-    note: Text
-
-
-class HearingIn(Command):
-    held_on: Day = None
-    duration_days: int = Field(ge=1, le=365)
-
-
-class ObjectionIn(Command):
-    unit_id: Name | None = Field(None, description="defaults to the calling unit")
-    reasons: Text
-    objected_on: Day = None
-
-
-class ObjectionDecisionIn(Command):
-    upheld: bool
-    new_lead_unit: Name | None = None
-    decided_by: Name = Field(description="the units' common superior")
-
-
-class ExtensionIn(Command):
-    days: int = Field(ge=1, le=MAX_EXTENSION_DAYS)
-    approver: Name
-    petitioner_told: bool
-
-
-class ReplyIn(Command):
-    outcome: Literal["adopted", "supported", "explained_not_supported"]
-    reply_text: Text
-    replied_on: Day = None
-
-
-class ReplyReceiptIn(Command):
-    received_on: Day = None
-
-
-# -- review and re-review --------------------------------------------------------------------
-
-
-class ReviewRequestIn(Command):
-    requested_on: Day = None
-    organ: Name
-
-
-class OpinionIn(Command):
-    outcome: OpinionOutcome
-    opinion: Text
-    issued_on: Day = None
-
-
-# -- return visit, withdrawal, the file, closing ---------------------------------------------
-
-
-class ReturnVisitIn(Command):
-    satisfaction: Literal["satisfied", "basically_satisfied", "dissatisfied"]
-    comment: str = Field("", max_length=5_000)
-    visited_on: Day = None
-
-
-class WithdrawalIn(Command):
-    voluntary: bool
-
-
-class HandlingOpinionIn(Command):
-    opinion: Text
-
-
-class LeaderSignOffIn(Command):
-    leader: Name
-
-
-class PetitionerSignatureIn(Command):
-    signed: bool
-    refusal_note: str = Field("", max_length=2_000)
-
-
-class ClosureIn(Command):
-    closed_on: Day = None
-
-
-class ArchiveIn(Command):
-    archived_on: Day = None
 
 
 # -- answers other than 200 ------------------------------------------------------------------
@@ -205,62 +87,29 @@ class Unprocessable(BaseModel):
 # -- wiring ----------------------------------------------------------------------------------
 
 
-class NotTheLeadUnit(Exception):
-    """A handling unit acts only on the cases it leads."""
-
-
-Run = Callable[[Case, Actor, datetime], None]
-
-DECIDE = (Permission.DECIDE,)
-HANDLE = (Permission.HANDLE,)
-CLERK_OR_DECIDE = (Permission.REGISTER, Permission.DECIDE)  # a clerk registers these
-
-
 def mount_lifecycle_routes(app: FastAPI, store: CaseStore, queries: CaseQueries,
                            calendar: WorkCalendar,
                            clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    lifecycle = CaseLifecycle(store, queries, calendar, clock)
+
     @app.exception_handler(IncompleteFile)
     async def incomplete_file(_: Request, exc: IncompleteFile) -> JSONResponse:
         return JSONResponse(status_code=422, content={"error": str(exc), "missing": exc.missing})
 
-    def summary_of(case_id: UUID) -> dict[str, Any] | None:
-        return fold_domain_events(case_id, store.history(case_id))
-
-    async def act(case_id: UUID, caller: Principal, permissions: tuple[Permission, ...],
-                  run: Run) -> Any:
-        if await queries.get_case(case_id, caller) is None:
-            raise HTTPException(404, detail=f"no case {case_id}")
-        if not any(caller.may(p) for p in permissions):
-            raise AccessDenied(caller, permissions[-1])
-        actor, at = caller.actor(), clock()
-
-        def command(case: Case) -> None:
-            if caller.role is Role.HANDLING_UNIT and case.lead_unit != caller.unit_id:
-                raise NotTheLeadUnit(f"unit '{caller.unit_id}' does not lead case {case_id}")
-            run(case, actor, at)
-
+    async def act(name: str, case_id: UUID, caller: Principal, body: Any) -> Any:
+        """Run the command; the lifecycle's refusals as HTTP answers (the domain's own go to
+        the app's exception handlers)."""
         try:
-            case = await in_thread(store.update, case_id, command)
+            return await lifecycle.run(COMMANDS[name], case_id, caller, body)
+        except CaseNotFound as exc:
+            raise HTTPException(404, detail=str(exc)) from exc
         except NotTheLeadUnit as exc:
             return JSONResponse(status_code=403, content={"error": str(exc)})
-        if case is None:
-            raise HTTPException(404, detail=f"no case {case_id}")
-        return await asyncio.to_thread(summary_of, case_id)
-
-    def unit_of(caller: Principal, given: str | None) -> str:
-        """The unit a handling unit acts for is itself; others name the unit."""
-        if caller.role is Role.HANDLING_UNIT:
-            if given not in (None, caller.unit_id):
-                raise HTTPException(403, detail=f"unit '{caller.unit_id}' may act only for "
-                                                "itself")
-            return caller.unit_id or ""
-        if given is None:
-            raise HTTPException(422, detail=[{"loc": ["body", "unit_id"], "type": "missing",
-                                              "msg": "name the unit"}])
-        return given
-
-    def today(at: datetime, given: date | None) -> date:
-        return given if given is not None else local_date(at)
+        except ActsOnlyForItself as exc:
+            raise HTTPException(403, detail=str(exc)) from exc
+        except UnitNotNamed as exc:
+            raise HTTPException(422, detail=[{"loc": ["body", exc.field], "type": "missing",
+                                              "msg": str(exc)}]) from exc
 
     tags = ["lifecycle"]
     answers: dict[int | str, dict[str, Any]] = {
@@ -268,160 +117,99 @@ def mount_lifecycle_routes(app: FastAPI, store: CaseStore, queries: CaseQueries,
         422: {"model": Unprocessable}}
 
     def post(path: str):
-        return app.post(f"/v1/cases/{{case_id}}{path}", tags=tags, responses=answers)
+        return app.post(f"/v1/cases/{{case_id}}/{path}", tags=tags, responses=answers)
 
     # -- acceptance ------------------------------------------------------------------------
 
-    @post("/acceptance")
+    @post("acceptance")
     async def acceptance(case_id: UUID, body: Annotated[AcceptanceIn, Body()],
                          caller: Caller) -> Any:
         """Accept (assign or transfer), not accept, not accept again, or answer on the spot."""
-        def run(case: Case, actor: Actor, at: datetime) -> None:
-            common = {"decided_on": today(at, body.decided_on), "actor": actor, "at": at,
-                      "reason": body.reason}
-            if isinstance(body, AcceptIn):
-                case.accept(mode=body.mode, lead_unit=body.lead_unit,
-                            assisting_units=list(body.assisting_units), **common)
-            elif isinstance(body, NotAcceptIn):
-                case.not_accept(reason_code=body.reason_code,
-                                redirect_organ=body.redirect_organ, **common)
-            elif isinstance(body, NotAcceptAgainIn):
-                case.not_accept_again(earlier_case_id=str(body.earlier_case_id),
-                                      ground=body.ground, **common)
-            else:
-                case.answer_on_the_spot(answer=body.answer, **common)
-
-        return await act(case_id, caller, DECIDE, run)
+        return await act("acceptance", case_id, caller, body)
 
     # -- handling --------------------------------------------------------------------------
 
-    @post("/progress-reports")
+    @post("progress-reports")
     async def progress(case_id: UUID, body: ProgressIn, caller: Caller) -> Any:
-        unit = unit_of(caller, body.unit_id)
-        return await act(case_id, caller, HANDLE, lambda case, actor, at: case.report_progress(
-            unit_id=unit, note=body.note, actor=actor, at=at, reason=body.reason))
+        return await act("progress-reports", case_id, caller, body)
 
-    @post("/hearings")
+    @post("hearings")
     async def hearing(case_id: UUID, body: HearingIn, caller: Caller) -> Any:
-        return await act(case_id, caller, HANDLE, lambda case, actor, at: case.hold_hearing(
-            held_on=today(at, body.held_on), duration_days=body.duration_days, actor=actor,
-            at=at, reason=body.reason))
+        return await act("hearings", case_id, caller, body)
 
-    @post("/objections")
+    @post("objections")
     async def objection(case_id: UUID, body: ObjectionIn, caller: Caller) -> Any:
-        unit = unit_of(caller, body.unit_id)
-        return await act(case_id, caller, HANDLE,
-                         lambda case, actor, at: case.object_to_assignment(
-                             unit_id=unit, reasons=body.reasons,
-                             objected_on=today(at, body.objected_on), calendar=calendar,
-                             actor=actor, at=at, reason=body.reason))
+        return await act("objections", case_id, caller, body)
 
-    @post("/objection-decisions")
+    @post("objection-decisions")
     async def objection_decision(case_id: UUID, body: ObjectionDecisionIn,
                                  caller: Caller) -> Any:
-        return await act(case_id, caller, DECIDE, lambda case, actor, at: case.decide_objection(
-            upheld=body.upheld, new_lead_unit=body.new_lead_unit, decided_by=body.decided_by,
-            actor=actor, at=at, reason=body.reason))
+        return await act("objection-decisions", case_id, caller, body)
 
-    @post("/extensions")
+    @post("extensions")
     async def extension(case_id: UUID, body: ExtensionIn, caller: Caller) -> Any:
         """The one extension (at most 30 days); `reason` is what the petitioner is told."""
-        return await act(case_id, caller, DECIDE, lambda case, actor, at: case.grant_extension(
-            days=body.days, approver=body.approver, petitioner_told=body.petitioner_told,
-            actor=actor, at=at, reason=body.reason))
+        return await act("extensions", case_id, caller, body)
 
-    @post("/replies")
+    @post("replies")
     async def reply(case_id: UUID, body: ReplyIn, caller: Caller) -> Any:
-        return await act(case_id, caller, HANDLE, lambda case, actor, at: case.reply(
-            outcome=body.outcome, reply_text=body.reply_text,
-            replied_on=today(at, body.replied_on), actor=actor, at=at, reason=body.reason))
+        return await act("replies", case_id, caller, body)
 
-    @post("/reply-receipts")
+    @post("reply-receipts")
     async def reply_receipt(case_id: UUID, body: ReplyReceiptIn, caller: Caller) -> Any:
-        return await act(case_id, caller, HANDLE,
-                         lambda case, actor, at: case.record_reply_receipt(
-                             received_on=today(at, body.received_on), actor=actor, at=at,
-                             reason=body.reason))
+        return await act("reply-receipts", case_id, caller, body)
 
     # -- review and re-review --------------------------------------------------------------
 
-    @post("/review-requests")
+    @post("review-requests")
     async def review_request(case_id: UUID, body: ReviewRequestIn, caller: Caller) -> Any:
-        return await act(case_id, caller, CLERK_OR_DECIDE,
-                         lambda case, actor, at: case.request_review(
-                             requested_on=today(at, body.requested_on), organ=body.organ,
-                             calendar=calendar, actor=actor, at=at, reason=body.reason))
+        return await act("review-requests", case_id, caller, body)
 
-    @post("/review-opinions")
+    @post("review-opinions")
     async def review_opinion(case_id: UUID, body: OpinionIn, caller: Caller) -> Any:
-        return await act(case_id, caller, DECIDE,
-                         lambda case, actor, at: case.issue_review_opinion(
-                             outcome=body.outcome, opinion=body.opinion,
-                             issued_on=today(at, body.issued_on), actor=actor, at=at,
-                             reason=body.reason))
+        return await act("review-opinions", case_id, caller, body)
 
-    @post("/re-review-requests")
+    @post("re-review-requests")
     async def re_review_request(case_id: UUID, body: ReviewRequestIn, caller: Caller) -> Any:
-        return await act(case_id, caller, CLERK_OR_DECIDE,
-                         lambda case, actor, at: case.request_re_review(
-                             requested_on=today(at, body.requested_on), organ=body.organ,
-                             calendar=calendar, actor=actor, at=at, reason=body.reason))
+        return await act("re-review-requests", case_id, caller, body)
 
-    @post("/re-review-opinions")
+    @post("re-review-opinions")
     async def re_review_opinion(case_id: UUID, body: OpinionIn, caller: Caller) -> Any:
-        return await act(case_id, caller, DECIDE,
-                         lambda case, actor, at: case.issue_re_review_opinion(
-                             outcome=body.outcome, opinion=body.opinion,
-                             issued_on=today(at, body.issued_on), actor=actor, at=at,
-                             reason=body.reason))
+        return await act("re-review-opinions", case_id, caller, body)
 
     # -- return visit and withdrawal -------------------------------------------------------
 
-    @post("/return-visits")
+    @post("return-visits")
     async def return_visit(case_id: UUID, body: ReturnVisitIn, caller: Caller) -> Any:
         """A dissatisfied petitioner reopens the work (a new reply is required)."""
-        return await act(case_id, caller, CLERK_OR_DECIDE,
-                         lambda case, actor, at: case.record_return_visit(
-                             satisfaction=body.satisfaction, comment=body.comment,
-                             visited_on=today(at, body.visited_on), actor=actor, at=at,
-                             reason=body.reason))
+        return await act("return-visits", case_id, caller, body)
 
-    @post("/withdrawal")
+    @post("withdrawal")
     async def withdrawal(case_id: UUID, body: WithdrawalIn, caller: Caller) -> Any:
         """Voluntary: the case is withdrawn. Not voluntary: flagged for investigation, and the
         case stays as it is."""
-        return await act(case_id, caller, CLERK_OR_DECIDE, lambda case, actor, at: case.withdraw(
-            voluntary=body.voluntary, actor=actor, at=at, reason=body.reason))
+        return await act("withdrawal", case_id, caller, body)
 
     # -- the case file, closing and archiving ----------------------------------------------
 
-    @post("/file/handling-opinion")
+    @post("file/handling-opinion")
     async def handling_opinion(case_id: UUID, body: HandlingOpinionIn, caller: Caller) -> Any:
-        return await act(case_id, caller, HANDLE,
-                         lambda case, actor, at: case.record_handling_opinion(
-                             opinion=body.opinion, actor=actor, at=at, reason=body.reason))
+        return await act("file/handling-opinion", case_id, caller, body)
 
-    @post("/file/leader-sign-off")
+    @post("file/leader-sign-off")
     async def leader_sign_off(case_id: UUID, body: LeaderSignOffIn, caller: Caller) -> Any:
-        return await act(case_id, caller, HANDLE,
-                         lambda case, actor, at: case.record_leader_sign_off(
-                             leader=body.leader, actor=actor, at=at, reason=body.reason))
+        return await act("file/leader-sign-off", case_id, caller, body)
 
-    @post("/file/petitioner-signature")
+    @post("file/petitioner-signature")
     async def petitioner_signature(case_id: UUID, body: PetitionerSignatureIn,
                                    caller: Caller) -> Any:
-        return await act(case_id, caller, HANDLE,
-                         lambda case, actor, at: case.record_petitioner_signature(
-                             signed=body.signed, refusal_note=body.refusal_note, actor=actor,
-                             at=at, reason=body.reason))
+        return await act("file/petitioner-signature", case_id, caller, body)
 
-    @post("/closure")
+    @post("closure")
     async def closure(case_id: UUID, body: ClosureIn, caller: Caller) -> Any:
         """Close on a complete file; otherwise 422 with the list of what is `missing`."""
-        return await act(case_id, caller, DECIDE, lambda case, actor, at: case.close(
-            closed_on=today(at, body.closed_on), actor=actor, at=at, reason=body.reason))
+        return await act("closure", case_id, caller, body)
 
-    @post("/archive")
+    @post("archive")
     async def archive(case_id: UUID, body: ArchiveIn, caller: Caller) -> Any:
-        return await act(case_id, caller, DECIDE, lambda case, actor, at: case.archive(
-            archived_on=today(at, body.archived_on), actor=actor, at=at, reason=body.reason))
+        return await act("archive", case_id, caller, body)

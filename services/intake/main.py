@@ -18,6 +18,8 @@ from petitions.infra.tracing import GrpcServerTracing
 from services.intake.api import mount_routes
 from services.intake.lifecycle_api import mount_lifecycle_routes
 from services.intake.audit_api import mount_audit_routes
+from services.intake.auditing import CaseAuditing
+from services.intake.lifecycle import CaseLifecycle
 from services.intake.matching import OpenCaseFinder
 from services.intake.queries import CaseQueries
 from services.intake.registration import CaseNumbers, Registrar
@@ -47,7 +49,11 @@ async def main() -> None:
     mount_lifecycle_routes(app, runtime.store, queries, calendar, utc_now)
     mount_audit_routes(app, queries, runtime.store, runtime.pool, utc_now)
 
-    grpc_server = await _start_grpc(registrar, queries, authority, settings)
+    # gRPC runs the same lifecycle and audit operations as REST.
+    lifecycle = CaseLifecycle(runtime.store, queries, calendar, utc_now)
+    auditing = CaseAuditing(queries, runtime.store, runtime.pool, utc_now)
+    grpc_server = await _start_grpc(registrar, queries, authority, settings, lifecycle,
+                                    auditing)
     from services.intake.grpc_api import stop_grpc_server
 
     grpc_stopped: list[asyncio.Task[None]] = []
@@ -73,13 +79,17 @@ async def main() -> None:
 
 
 async def _start_grpc(registrar: Registrar, queries: CaseQueries, authority: TokenAuthority,
-                      settings: IntakeSettings):
+                      settings: IntakeSettings, lifecycle: CaseLifecycle,
+                      auditing: CaseAuditing):
     # Generated protobuf modules live in gen/ (built by `make proto`, never committed).
     sys.path.insert(0, str(REPO_ROOT / "gen"))
     from services.intake.grpc_api import IntakeServicer, build_grpc_server
+    from services.intake.grpc_lifecycle import CaseAuditServicer, CaseLifecycleServicer
 
     server = build_grpc_server(IntakeServicer(registrar, queries, authority, utc_now),
                                settings.http_host, settings.grpc_port,
+                               also=(CaseLifecycleServicer(lifecycle, authority),
+                                     CaseAuditServicer(auditing, authority)),
                                interceptors=(GrpcServerTracing("intake"),))
     await server.start()
     return server

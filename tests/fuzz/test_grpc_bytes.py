@@ -1,4 +1,4 @@
-"""Raw bytes at intake's gRPC methods: random and malformed protobuf, invalid UTF-8, deep
+"""Raw bytes at intake's gRPC methods (every method of every intake service): random and malformed protobuf, invalid UTF-8, deep
 nesting, absurd lengths and oversized messages. Each call ends with a status a client can act
 on (never UNKNOWN, never a hang), and the server keeps serving afterwards."""
 from __future__ import annotations
@@ -10,19 +10,29 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from petitionsapi.v1 import intake_pb2
+from petitionsapi.v1 import intake_pb2, lifecycle_pb2
 
 from tests.conftest import bearer
 
 pytestmark = pytest.mark.e2e
 
 SERVICE = "petitionsapi.v1.IntakeService"
-METHODS = {
-    "RegisterPetition": intake_pb2.RegisterPetitionResponse,
-    "GetCase": intake_pb2.Case,
-    "ListCases": intake_pb2.ListCasesResponse,
-    "ListCaseEvents": intake_pb2.ListCaseEventsResponse,
-}
+
+
+def _methods() -> dict[str, type]:
+    """"<service>/<method>" -> the response class, for every method the protos declare."""
+    methods = {}
+    for module in (intake_pb2, lifecycle_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                output = method.output_type
+                home = intake_pb2 if output.file.name.endswith("intake.proto") else module
+                methods[f"{service.full_name}/{method.name}"] = getattr(home, output.name)
+    return methods
+
+
+METHODS = _methods()
+REGISTER = f"{SERVICE}/RegisterPetition"
 # What a malformed request may end in: refused as a bad request, as too large, as not
 # parseable at all (grpc's own INTERNAL "deserializing" status), or an answer if the bytes
 # happen to be a valid request. UNKNOWN (an exception escaped the servicer), UNAVAILABLE
@@ -50,7 +60,7 @@ def metadata(tokens):
 
 def _raw_call(channel: grpc.Channel, method: str, payload: bytes,
               metadata: list[tuple[str, str]] | None) -> tuple[grpc.StatusCode, str]:
-    call = channel.unary_unary(f"/{SERVICE}/{method}", request_serializer=None,
+    call = channel.unary_unary(f"/{method}", request_serializer=None,
                                response_deserializer=None)
     try:
         response = call(payload, timeout=TIMEOUT, metadata=metadata)
@@ -87,11 +97,11 @@ def _still_serving(channel: grpc.Channel, metadata, fuzz_system) -> None:
         channel=intake_pb2.CHANNEL_LETTER, category=intake_pb2.CATEGORY_SUGGESTION,
         division="330106", subject="roads", content=f"路灯损坏 {uuid.uuid4()}",
         requests=["修复路灯"], people_count=1, anonymous=True)
-    code, details = _raw_call(channel, "RegisterPetition", petition.SerializeToString(), metadata)
+    code, details = _raw_call(channel, REGISTER, petition.SerializeToString(), metadata)
     assert code is grpc.StatusCode.OK, (code, details)
 
 
-@settings(max_examples=120, deadline=None, database=None,
+@settings(max_examples=260, deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
 @given(method=st.sampled_from(sorted(METHODS)), payload=st.binary(max_size=3000),
        authenticated=st.booleans())
@@ -162,7 +172,7 @@ def test_a_message_just_under_the_limit_is_judged_on_its_content(channel, metada
         division="330106", subject="land", content="字" * 300_000, anonymous=True)
     payload = petition.SerializeToString()
     assert len(payload) < MAX_MESSAGE
-    code, details = _raw_call(channel, "RegisterPetition", payload, metadata)
+    code, details = _raw_call(channel, REGISTER, payload, metadata)
     assert code is grpc.StatusCode.INVALID_ARGUMENT, (code, details)
     assert "content" in details
 
