@@ -84,6 +84,10 @@ class CaseNumbers:
             "RETURNING last_seq",
             county, year,
         )
+        return self.format(county, year, seq)
+
+    @staticmethod
+    def format(county: str, year: int, seq: int) -> str:
         return f"{county}-{year}-{seq:06d}"
 
 
@@ -111,19 +115,20 @@ class Registrar:
                 return replay
         key = petitioner_key(cmd.petitioner.id_number, self.identity_hash_key) \
             if cmd.petitioner else ""
-        match = await self.finder.find(petitioner_key=key, division=cmd.division,
-                                       category=cmd.category.value, subject=cmd.subject,
-                                       content=cmd.content)
-        if match is not None:
-            return await self._join(match, cmd, actor, at, case_id, digest)
-        terminated = await self.finder.terminated_matter(
-            petitioner_key=key, category=cmd.category.value, subject=cmd.subject)
-        return await self._register_new(cmd, actor, at, case_id, digest, key, terminated)
+        screening = await self.finder.screen(
+            petitioner_key=key, division=cmd.division, category=cmd.category.value,
+            subject=cmd.subject, content=cmd.content,
+            number_for=(cmd.division, cmd.received_at.year))
+        if screening.match is not None:
+            return await self._join(screening.match, cmd, actor, at, case_id, digest)
+        assert screening.seq is not None  # taken whenever nothing matched
+        number = CaseNumbers.format(cmd.division, cmd.received_at.year, screening.seq)
+        return await self._register_new(cmd, actor, at, case_id, digest, key, number,
+                                        screening.terminated_matter)
 
     async def _register_new(self, cmd: RegisterPetition, actor: Actor, at: datetime,
-                            case_id: UUID, digest: str, key: str,
+                            case_id: UUID, digest: str, key: str, number: str,
                             terminated_matter: UUID | None = None) -> Registration:
-        number = await self.numbers.next(cmd.division, cmd.received_at.year)
         case = Case.register(
             case_id=case_id, case_number=number, channel=cmd.channel, category=cmd.category,
             division=cmd.division, subject=cmd.subject, content=cmd.content,
