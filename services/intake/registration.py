@@ -17,8 +17,13 @@ from petitions.domain.case import Case
 from petitions.domain.matching import petitioner_key
 from petitions.domain.values import Actor, Category, Channel, Petitioner, local_date
 from petitions.infra.committer import GroupCommitter
-from petitions.infra.store import REQUEST_STORE_TIMEOUT_S, CaseStore, in_thread
-from services.intake.matching import Match, OpenCaseFinder
+from petitions.infra.store import (
+    REQUEST_STORE_TIMEOUT_S,
+    CaseStore,
+    ConcurrencyConflict,
+    in_thread,
+)
+from services.intake.matching import Match, OpenCaseFinder, Screening
 
 IDEMPOTENCY_NAMESPACE = UUID("6f1c1d0e-7d1b-4a44-9d59-2d7e0b0c5a11")
 
@@ -109,16 +114,15 @@ class Registrar:
         actor = principal.actor()
         digest = cmd.digest()
         case_id = _case_id_for(actor, idempotency_key)
-        if idempotency_key:
-            replay = await self._replay(case_id, digest)
-            if replay is not None:
-                return replay
         key = petitioner_key(cmd.petitioner.id_number, self.identity_hash_key) \
             if cmd.petitioner else ""
         screening = await self.finder.screen(
             petitioner_key=key, division=cmd.division, category=cmd.category.value,
             subject=cmd.subject, content=cmd.content,
-            number_for=(cmd.division, cmd.received_at.year))
+            number_for=(cmd.division, cmd.received_at.year),
+            request_id=case_id if idempotency_key else None)
+        if screening.stored or screening.link is not None:
+            return await self._replay(case_id, digest, screening)
         if screening.match is not None:
             return await self._join(screening.match, cmd, actor, at, case_id, digest)
         assert screening.seq is not None  # taken whenever nothing matched
@@ -169,14 +173,14 @@ class Registrar:
         await self.finder.remember_link(request_id, match.case_id, match.kind, digest)
         return Registration(case, replayed=False, linked_as=match.kind)
 
-    async def _replay(self, case_id: UUID, digest: str) -> Registration | None:
-        earlier = await in_thread(self.store.get, case_id)
-        if earlier is not None:
+    async def _replay(self, case_id: UUID, digest: str, screening: Screening) -> Registration:
+        """A retried request: answer with the case it created, or the case it joined."""
+        if screening.stored or screening.link is None:
+            earlier = await in_thread(self.store.get, case_id)
+            if earlier is None:
+                raise ConcurrencyConflict(f"case {case_id} was stored but cannot be read")
             return _replay(earlier, digest)
-        link = await self.finder.earlier_link(case_id)
-        if link is None:
-            return None
-        linked_case_id, kind, linked_digest = link
+        linked_case_id, kind, linked_digest = screening.link
         if linked_digest != digest:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was already used for a different petition")

@@ -3,6 +3,7 @@ duplicate), the terminated matter it repeats, and its case number — the same a
 separate lookups, and a number taken only for a petition that becomes a new case."""
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
@@ -11,7 +12,8 @@ from itertools import count
 import pytest
 
 from petitions.domain.matching import content_fingerprint
-from services.intake.matching import Match, OpenCaseFinder
+from services.intake.matching import Match, OpenCaseFinder, Screening
+from tests.integration.conftest import new_case
 
 pytestmark = pytest.mark.integration
 
@@ -92,3 +94,26 @@ async def test_a_matter_terminated_after_re_review_is_named_and_numbered(pool):
     assert (water.match, water.terminated_matter, water.seq) == (None, reviewed, 2)
     assert await finder.terminated_matter(petitioner_key=key, category="appeal",
                                           subject="land") == ended
+
+
+async def test_a_retried_request_is_recognised_first_and_takes_no_number(pool, store):
+    finder, county = OpenCaseFinder(pool), _county()
+    key, content = uuid.uuid4().hex, uuid.uuid4().hex
+    await _summary(pool, division=county, key=key, content=content)  # an open case it matches
+    created = new_case(division=county)
+    await asyncio.to_thread(store.save, created)
+    linked_request = uuid.uuid4()
+    await finder.remember_link(linked_request, created.id, "repeat", "digest-1")
+
+    stored = await finder.screen(petitioner_key=key, division=county, category="appeal",
+                                 subject="land", content=content, number_for=(county, 2026),
+                                 request_id=created.id)
+    linked = await finder.screen(petitioner_key=key, division=county, category="appeal",
+                                 subject="land", content=content, number_for=(county, 2026),
+                                 request_id=linked_request)
+    assert stored == Screening(stored=True)
+    assert linked == Screening(link=(created.id, "repeat", "digest-1"))
+    # A request id seen for the first time screens as usual.
+    fresh = await _screen(finder, county, key=uuid.uuid4().hex, content=uuid.uuid4().hex)
+    assert not fresh.stored and fresh.link is None
+    assert fresh.seq == 1  # neither retry took a number
