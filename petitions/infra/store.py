@@ -193,10 +193,20 @@ class CaseStore:
         pending = [(case.id, [(e.originator_version, type(e).__name__)
                               for e in case.pending_events]) for case in cases]
         rows = self._trace_context_rows(pending, contexts)
-        if rows:
-            self.app.save(*cases, trace_context_rows=rows)
-        else:
-            self.app.save(*cases)
+        # eventsourcing takes the pending events off the aggregates before it inserts them;
+        # give them back when the insert fails, so that the caller can save the same
+        # aggregates again (the group committer saves each alone after a conflict).
+        events_of = [list(case.pending_events) for case in cases]
+        try:
+            if rows:
+                self.app.save(*cases, trace_context_rows=rows)
+            else:
+                self.app.save(*cases)
+        except Exception:
+            for case, events in zip(cases, events_of, strict=True):
+                if not case.pending_events:
+                    case.pending_events.extend(events)
+            raise
         for _, events in pending:
             for _, event_type in events:
                 EVENTS_APPENDED.labels(self.service, event_type).inc()
