@@ -1,7 +1,13 @@
 """Group commit: new aggregates queued by concurrent requests are saved several per
 transaction. The store's insert path serialises transactions (a table lock), so batching is
 what lets intake go past the one-transaction-per-request ceiling. No artificial delay: a batch
-is whatever queued while the previous transaction was committing.
+is whatever queued while the transactions in flight were committing.
+
+Up to `max_in_flight` transactions are in flight at once. The table lock is taken inside the
+database (see CaseStore), so a second transaction does not lengthen the first one's hold: it
+prepares its events, reaches the server and waits there for the lock while the first one
+flushes its commit, instead of starting only after that flush. Batches are independent new
+aggregates, so their commit order does not matter.
 
 Each save keeps the context of the request that asked for it (its trace, its case), so the
 trace context stored beside the events is the request's, not the committer's."""
@@ -29,9 +35,10 @@ class CommitterStopped(ConnectionError):
 
 
 class GroupCommitter:
-    def __init__(self, store: CaseStore, *, max_batch: int = 100) -> None:
+    def __init__(self, store: CaseStore, *, max_batch: int = 100, max_in_flight: int = 2) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
@@ -54,21 +61,36 @@ class GroupCommitter:
             await done
 
     async def _run(self) -> None:
-        while True:
-            first = await self._queue.get()
-            if first is _STOP:
-                return
-            batch: list[_Item] = [first]
-            stop_after = False
-            while len(batch) < self.max_batch and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is _STOP:
-                    stop_after = True
+        slots = asyncio.Semaphore(self.max_in_flight)
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                # Take a slot first: while every slot is busy, requests keep queueing and
+                # become the next batch.
+                await slots.acquire()
+                first = await self._queue.get()
+                if first is _STOP:
                     break
-                batch.append(item)
-            await self._commit(batch)
-            if stop_after:
-                return
+                batch: list[_Item] = [first]
+                stop_after = False
+                while len(batch) < self.max_batch and not self._queue.empty():
+                    item = self._queue.get_nowait()
+                    if item is _STOP:
+                        stop_after = True
+                        break
+                    batch.append(item)
+                task = asyncio.create_task(self._commit(batch))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                task.add_done_callback(lambda _: slots.release())
+                if stop_after:
+                    break
+        except asyncio.CancelledError:
+            for task in in_flight:
+                task.cancel()
+            raise
+        # Every batch taken from the queue is committed (or settled) before stopping.
+        await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def _commit(self, batch: list[_Item]) -> None:
         try:

@@ -262,6 +262,39 @@ CREATE TABLE IF NOT EXISTS event_trace_context (
     PRIMARY KEY (originator_id, originator_version)
 );
 """),
+    (8, "append in one round trip: lock, insert and notify inside the server", """
+-- The store's append as one statement (run in autocommit, so the statement is the
+-- transaction): the trace context rows, then the EXCLUSIVE table lock, the NOTIFY and the
+-- events. The lock serialises appends so that notification ids are assigned in commit order
+-- (a reader tailing the log never passes an id that is filled in later). Taken here, it is
+-- held for server time only: never while the client is between round trips, or waiting for
+-- its CPU. The events' state arrives as stored (encrypted) and the chain trigger of
+-- migration 2 hashes each row as before. A duplicate (case, version) raises unique_violation
+-- and rolls everything back, so the writer sees the usual optimistic-concurrency conflict.
+CREATE OR REPLACE FUNCTION cases_append(
+    events stored_event_uuid[], trace_ids uuid[], trace_versions bigint[],
+    traceparents text[], lock_timeout_s int)
+RETURNS SETOF bigint
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+BEGIN
+    IF coalesce(cardinality(trace_ids), 0) > 0 THEN
+        INSERT INTO event_trace_context (originator_id, originator_version, traceparent)
+        SELECT * FROM unnest(trace_ids, trace_versions, traceparents)
+        ON CONFLICT (originator_id, originator_version)
+        DO UPDATE SET traceparent = EXCLUDED.traceparent;
+    END IF;
+    IF lock_timeout_s > 0 THEN
+        PERFORM set_config('lock_timeout', lock_timeout_s || 's', true);
+    END IF;
+    LOCK TABLE cases_events IN EXCLUSIVE MODE;
+    NOTIFY cases_events;
+    RETURN QUERY
+        INSERT INTO cases_events (originator_id, originator_version, topic, state)
+        SELECT e.originator_id, e.originator_version, e.topic, e.state FROM unnest(events) e
+        RETURNING notification_id;
+END
+$fn$;
+"""),
 ]
 
 

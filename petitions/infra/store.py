@@ -1,9 +1,10 @@
 """The case event store: eventsourcing's PostgreSQL recorder behind a small, synchronous API.
 
 eventsourcing is synchronous (psycopg 3); async callers use `asyncio.to_thread`.
-Its default insert path locks the events table for each transaction, which makes commit order
-equal notification-id order, so readers tailing the log never skip an event. Do not enable
-POSTGRES_ENABLE_DB_FUNCTIONS: it drops that lock.
+Every append locks the events table for its transaction, which makes commit order equal
+notification-id order, so readers tailing the log never skip an event; the append is one call
+of a database function (migration 8) that takes that lock itself. Do not enable eventsourcing's
+POSTGRES_ENABLE_DB_FUNCTIONS: its function drops the lock.
 """
 from __future__ import annotations
 
@@ -16,8 +17,15 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Mapper, StoredEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    Mapper,
+    OperationalError,
+    StoredEvent,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
 from petitions.domain.case import Case
@@ -55,7 +63,54 @@ class TraceContextRecorder(PostgresApplicationRecorder):
     """eventsourcing's recorder, also writing the trace context of the events it inserts
     (`trace_context_rows`, passed to `save`) in the same transaction, before the events: a
     reader of the log that sees an event sees its trace context, and a save that fails (a
-    concurrent writer took the version) leaves nothing behind."""
+    concurrent writer took the version) leaves nothing behind.
+
+    Once migration 8 is applied (`use_append_function`, set by CaseStore), an append is one
+    statement calling `cases_append`, which takes the table lock, inserts and notifies inside
+    the server: the lock is held for server time only. The library's path takes the same
+    lock in a client-driven transaction, so it stays correct beside this one, just slower: the
+    lock is held across round trips and while the client waits for CPU."""
+
+    APPEND_FUNCTION = "cases_append"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.use_append_function = False
+        self._append_statement = SQL(
+            "SELECT notification_id FROM {}.{}(%s, %s::uuid[], %s::bigint[], %s::text[], "
+            "%s::int) AS notification_id").format(
+            Identifier(self.datastore.schema), Identifier(self.APPEND_FUNCTION))
+
+    def insert_events(self, stored_events: Sequence[StoredEvent],
+                      **kwargs: Any) -> Sequence[int] | None:
+        if not self.use_append_function:
+            return super().insert_events(stored_events, **kwargs)
+        if not stored_events:
+            return None
+        return self._append(stored_events, kwargs.get("trace_context_rows") or ())
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _append(self, stored_events: Sequence[StoredEvent],
+                trace_rows: Sequence[tuple[UUID, int, str]]) -> list[int]:
+        events = [self.construct_pg_stored_event(e.originator_id, e.originator_version,
+                                                 e.topic, e.state) for e in stored_events]
+        ids, versions, parents = (list(column) for column in zip(*trace_rows)) \
+            if trace_rows else ([], [], [])
+        # Pool connections are in autocommit: this one statement is the whole transaction.
+        # A duplicate (case, version) surfaces as the library's IntegrityError (callers retry).
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._append_statement,
+                         (events, ids, versions, parents, self.datastore.lock_timeout),
+                         prepare=True)
+            return [row["notification_id"] for row in curs.fetchall()]
+
+    def has_append_function(self) -> bool:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute("SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n "
+                         "ON n.oid = p.pronamespace WHERE n.nspname = %s AND p.proname = %s) "
+                         "AS present", (self.datastore.schema, self.APPEND_FUNCTION))
+            row = curs.fetchone()
+        return bool(row and row["present"])
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> None:
@@ -96,6 +151,9 @@ class CaseStore:
         env["POSTGRES_CONNECT_TIMEOUT"] = "2"
         env["APPLICATION_RECORDER_TOPIC"] = "petitions.infra.store:TraceContextRecorder"
         self.app = CaseApplication(env=env)
+        recorder = self.app.recorder
+        if isinstance(recorder, TraceContextRecorder):
+            recorder.use_append_function = recorder.has_append_function()
         if trace_context is not None and not self._has_trace_context_table():
             log.warning("table %s missing (migration 6 not applied): trace context is not "
                         "stored with events", TRACE_CONTEXT_TABLE)
@@ -135,10 +193,20 @@ class CaseStore:
         pending = [(case.id, [(e.originator_version, type(e).__name__)
                               for e in case.pending_events]) for case in cases]
         rows = self._trace_context_rows(pending, contexts)
-        if rows:
-            self.app.save(*cases, trace_context_rows=rows)
-        else:
-            self.app.save(*cases)
+        # eventsourcing takes the pending events off the aggregates before it inserts them;
+        # give them back when the insert fails, so that the caller can save the same
+        # aggregates again (the group committer saves each alone after a conflict).
+        events_of = [list(case.pending_events) for case in cases]
+        try:
+            if rows:
+                self.app.save(*cases, trace_context_rows=rows)
+            else:
+                self.app.save(*cases)
+        except Exception:
+            for case, events in zip(cases, events_of, strict=True):
+                if not case.pending_events:
+                    case.pending_events.extend(events)
+            raise
         for _, events in pending:
             for _, event_type in events:
                 EVENTS_APPENDED.labels(self.service, event_type).inc()

@@ -16,6 +16,65 @@ class Match:
     kind: str  # "repeat" | "duplicate"
 
 
+@dataclass(frozen=True)
+class Screening:
+    """What a new petition meets. A retried request (its id already stored as a case, or
+    linked to one) comes first: then nothing else counts and no number is taken. Otherwise
+    the open case it joins (if any); failing that, the matter terminated after re-review it
+    repeats (if any) and the sequence number taken for its new case."""
+
+    stored: bool = False
+    link: tuple[UUID, str, str] | None = None  # (case id, kind, submission digest)
+    match: Match | None = None
+    terminated_matter: UUID | None = None
+    seq: int | None = None
+
+
+# The idempotent-retry check, `find`, `terminated_matter` and the case-number upsert in one
+# statement: one round trip and one pool checkout per registration instead of up to six (on
+# a busy intake the client-side cost of each query is what limits throughput). The same
+# precedence as running them in turn: a retried request's id ($9) wins; then a repeat over a
+# duplicate; the terminated matter is looked up, and a number taken, only when the petition
+# joins no open case. An empty petitioner key (an anonymous petition) never matches.
+SCREEN_SQL = """
+WITH earlier AS (
+    SELECT 1 FROM cases_events WHERE originator_id = $9::uuid
+    UNION ALL SELECT 1 FROM registration_links WHERE request_id = $9::uuid
+), repeat AS (
+    SELECT case_id FROM case_summaries
+     WHERE $1 <> '' AND petitioner_key = $1 AND category = $2 AND summary->>'subject' = $3
+       AND NOT (status = ANY($5::text[]))
+     ORDER BY registered_position DESC LIMIT 1
+), duplicate AS (
+    SELECT case_id FROM case_summaries
+     WHERE NOT EXISTS (SELECT 1 FROM repeat) AND content_digest = $4
+       AND NOT (status = ANY($5::text[]))
+     ORDER BY registered_position LIMIT 1
+), open_match AS (
+    SELECT case_id FROM repeat UNION ALL SELECT case_id FROM duplicate
+), terminated AS (
+    SELECT case_id FROM case_summaries
+     WHERE $1 <> '' AND NOT EXISTS (SELECT 1 FROM open_match)
+       AND petitioner_key = $1 AND category = $2 AND summary->>'subject' = $3
+       AND (status = 'terminated' OR (summary->'re_review'->>'issued_on') IS NOT NULL)
+     ORDER BY registered_position DESC LIMIT 1
+), number AS (
+    INSERT INTO case_numbers (county, year, last_seq)
+    SELECT $6::text, $7::int, 1
+     WHERE $8::boolean AND NOT EXISTS (SELECT 1 FROM open_match)
+       AND NOT EXISTS (SELECT 1 FROM earlier)
+    ON CONFLICT (county, year) DO UPDATE SET last_seq = case_numbers.last_seq + 1
+    RETURNING last_seq
+)
+SELECT EXISTS (SELECT 1 FROM cases_events WHERE originator_id = $9::uuid) AS stored,
+       l.case_id AS link_case_id, l.kind AS link_kind, l.submission_digest AS link_digest,
+       (SELECT case_id FROM repeat) AS repeat, (SELECT case_id FROM duplicate) AS duplicate,
+       (SELECT case_id FROM terminated) AS terminated, (SELECT last_seq FROM number) AS seq
+  FROM (SELECT 1) AS one
+  LEFT JOIN registration_links l ON l.request_id = $9::uuid
+"""
+
+
 class OpenCaseFinder:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -35,6 +94,27 @@ class OpenCaseFinder:
             "AND NOT (status = ANY($2::text[])) ORDER BY registered_position LIMIT 1",
             content_fingerprint(division, category, content), list(CLOSED_STATUSES))
         return Match(row["case_id"], "duplicate") if row is not None else None
+
+    async def screen(self, *, petitioner_key: str, division: str, category: str, subject: str,
+                     content: str, number_for: tuple[str, int] | None,
+                     request_id: UUID | None = None) -> Screening:
+        """Whether `request_id` (a retried request's case id) is already stored or linked;
+        if not, `find`, then (when nothing matches) `terminated_matter` and, when
+        `number_for` (county, year) is given, the next case number of that county and year."""
+        county, year = number_for if number_for is not None else ("", 0)
+        row = await self.pool.fetchrow(
+            SCREEN_SQL, petitioner_key, category, subject,
+            content_fingerprint(division, category, content), list(CLOSED_STATUSES),
+            county, year, number_for is not None, request_id)
+        if row["stored"]:
+            return Screening(stored=True)
+        if row["link_case_id"] is not None:
+            return Screening(link=(row["link_case_id"], row["link_kind"], row["link_digest"]))
+        if row["repeat"] is not None:
+            return Screening(match=Match(row["repeat"], "repeat"))
+        if row["duplicate"] is not None:
+            return Screening(match=Match(row["duplicate"], "duplicate"))
+        return Screening(terminated_matter=row["terminated"], seq=row["seq"])
 
     async def terminated_matter(self, *, petitioner_key: str, category: str,
                                 subject: str) -> UUID | None:

@@ -18,8 +18,13 @@ from petitions.domain.intake_rules import check_registration
 from petitions.domain.matching import petitioner_key
 from petitions.domain.values import Actor, Category, Channel, Contact, Petitioner, local_date
 from petitions.infra.committer import GroupCommitter
-from petitions.infra.store import REQUEST_STORE_TIMEOUT_S, CaseStore, in_thread
-from services.intake.matching import Match, OpenCaseFinder
+from petitions.infra.store import (
+    REQUEST_STORE_TIMEOUT_S,
+    CaseStore,
+    ConcurrencyConflict,
+    in_thread,
+)
+from services.intake.matching import Match, OpenCaseFinder, Screening
 
 IDEMPOTENCY_NAMESPACE = UUID("6f1c1d0e-7d1b-4a44-9d59-2d7e0b0c5a11")
 
@@ -88,6 +93,10 @@ class CaseNumbers:
             "RETURNING last_seq",
             county, year,
         )
+        return self.format(county, year, seq)
+
+    @staticmethod
+    def format(county: str, year: int, seq: int) -> str:
         return f"{county}-{year}-{seq:06d}"
 
 
@@ -112,25 +121,25 @@ class Registrar:
         actor = principal.actor()
         digest = cmd.digest()
         case_id = _case_id_for(actor, idempotency_key)
-        if idempotency_key:
-            replay = await self._replay(case_id, digest)
-            if replay is not None:
-                return replay
         key = petitioner_key(cmd.petitioner.id_number, self.identity_hash_key) \
             if cmd.petitioner else ""
-        match = await self.finder.find(petitioner_key=key, division=cmd.division,
-                                       category=cmd.category.value, subject=cmd.subject,
-                                       content=cmd.content)
-        if match is not None:
-            return await self._join(match, cmd, actor, at, case_id, digest)
-        terminated = await self.finder.terminated_matter(
-            petitioner_key=key, category=cmd.category.value, subject=cmd.subject)
-        return await self._register_new(cmd, actor, at, case_id, digest, key, terminated)
+        screening = await self.finder.screen(
+            petitioner_key=key, division=cmd.division, category=cmd.category.value,
+            subject=cmd.subject, content=cmd.content,
+            number_for=(cmd.division, cmd.received_at.year),
+            request_id=case_id if idempotency_key else None)
+        if screening.stored or screening.link is not None:
+            return await self._replay(case_id, digest, screening)
+        if screening.match is not None:
+            return await self._join(screening.match, cmd, actor, at, case_id, digest)
+        assert screening.seq is not None  # taken whenever nothing matched
+        number = CaseNumbers.format(cmd.division, cmd.received_at.year, screening.seq)
+        return await self._register_new(cmd, actor, at, case_id, digest, key, number,
+                                        screening.terminated_matter)
 
     async def _register_new(self, cmd: RegisterPetition, actor: Actor, at: datetime,
-                            case_id: UUID, digest: str, key: str,
+                            case_id: UUID, digest: str, key: str, number: str,
                             terminated_matter: UUID | None = None) -> Registration:
-        number = await self.numbers.next(cmd.division, cmd.received_at.year)
         case = Case.register(
             case_id=case_id, case_number=number, channel=cmd.channel, category=cmd.category,
             division=cmd.division, subject=cmd.subject, content=cmd.content,
@@ -171,14 +180,14 @@ class Registrar:
         await self.finder.remember_link(request_id, match.case_id, match.kind, digest)
         return Registration(case, replayed=False, linked_as=match.kind)
 
-    async def _replay(self, case_id: UUID, digest: str) -> Registration | None:
-        earlier = await in_thread(self.store.get, case_id)
-        if earlier is not None:
+    async def _replay(self, case_id: UUID, digest: str, screening: Screening) -> Registration:
+        """A retried request: answer with the case it created, or the case it joined."""
+        if screening.stored or screening.link is None:
+            earlier = await in_thread(self.store.get, case_id)
+            if earlier is None:
+                raise ConcurrencyConflict(f"case {case_id} was stored but cannot be read")
             return _replay(earlier, digest)
-        link = await self.finder.earlier_link(case_id)
-        if link is None:
-            return None
-        linked_case_id, kind, linked_digest = link
+        linked_case_id, kind, linked_digest = screening.link
         if linked_digest != digest:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was already used for a different petition")

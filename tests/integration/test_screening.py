@@ -1,0 +1,119 @@
+"""Screening a new petition in one statement: the open case it joins (repeat before
+duplicate), the terminated matter it repeats, and its case number — the same answers as the
+separate lookups, and a number taken only for a petition that becomes a new case."""
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from itertools import count
+
+import pytest
+
+from petitions.domain.matching import content_fingerprint
+from services.intake.matching import Match, OpenCaseFinder, Screening
+from tests.integration.conftest import new_case
+
+pytestmark = pytest.mark.integration
+
+_positions = count(10_000_000)
+
+
+async def _summary(pool, *, division: str, category: str = "appeal", subject: str = "land",
+                   status: str = "registered", key: str | None = None, content: str = "x",
+                   summary: dict | None = None) -> uuid.UUID:
+    case_id = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO case_summaries (case_id, case_number, division, status, category, channel,"
+        " registered_at, registered_position, version, summary, petitioner_key, content_digest)"
+        " VALUES ($1, $2, $3, $4, $5, 'letter', $6, $7, 1, $8::jsonb, $9, $10)",
+        case_id, f"{division}-2026-{next(_positions)}", division, status, category,
+        datetime.now(UTC), next(_positions), json.dumps({"subject": subject, **(summary or {})}),
+        key, content_fingerprint(division, category, content))
+    return case_id
+
+
+def _county() -> str:
+    return f"9{uuid.uuid4().int % 10**5:05d}"
+
+
+async def _screen(finder: OpenCaseFinder, division: str, *, key: str = "", content: str = "x",
+                  subject: str = "land", number: bool = True):
+    return await finder.screen(petitioner_key=key, division=division, category="appeal",
+                               subject=subject, content=content,
+                               number_for=(division, 2026) if number else None)
+
+
+async def test_a_new_petition_gets_the_next_number_and_no_match(pool):
+    finder, county = OpenCaseFinder(pool), _county()
+    first = await _screen(finder, county, key=uuid.uuid4().hex, content=uuid.uuid4().hex)
+    second = await _screen(finder, county, key=uuid.uuid4().hex, content=uuid.uuid4().hex)
+    assert (first.match, first.terminated_matter, first.seq) == (None, None, 1)
+    assert (second.match, second.seq) == (None, 2)
+    assert (await _screen(finder, county, number=False)).seq is None
+
+
+async def test_a_repeat_wins_over_a_duplicate_and_takes_no_number(pool):
+    finder, county = OpenCaseFinder(pool), _county()
+    key, content = uuid.uuid4().hex, uuid.uuid4().hex
+    duplicate = await _summary(pool, division=county, content=content)
+    repeat = await _summary(pool, division=county, key=key)
+    screening = await _screen(finder, county, key=key, content=content)
+    assert screening.match == Match(repeat, "repeat")
+    assert screening.seq is None and screening.terminated_matter is None
+    only_content = await _screen(finder, county, key=uuid.uuid4().hex, content=content)
+    assert only_content.match == Match(duplicate, "duplicate") and only_content.seq is None
+    # No number was used by the two joins.
+    assert (await _screen(finder, county, key=uuid.uuid4().hex, content=uuid.uuid4().hex)).seq == 1
+    # The same answers as the separate lookups.
+    assert await finder.find(petitioner_key=key, division=county, category="appeal",
+                             subject="land", content=content) == Match(repeat, "repeat")
+
+
+async def test_closed_cases_and_anonymous_petitions_match_nothing(pool):
+    finder, county = OpenCaseFinder(pool), _county()
+    key, content = uuid.uuid4().hex, uuid.uuid4().hex
+    await _summary(pool, division=county, key=key, content=content, status="closed")
+    await _summary(pool, division=county, key="", content=uuid.uuid4().hex)
+    assert (await _screen(finder, county, key=key, content=content)).match is None
+    # An anonymous petition's empty key never matches another's.
+    anonymous = await _screen(finder, county, key="", content=uuid.uuid4().hex)
+    assert anonymous.match is None and anonymous.terminated_matter is None
+
+
+async def test_a_matter_terminated_after_re_review_is_named_and_numbered(pool):
+    finder, county = OpenCaseFinder(pool), _county()
+    key = uuid.uuid4().hex
+    ended = await _summary(pool, division=county, key=key, status="terminated")
+    reviewed = await _summary(pool, division=county, key=key, subject="water", status="closed",
+                              summary={"re_review": {"issued_on": "2026-03-01"}})
+    land = await _screen(finder, county, key=key, content=uuid.uuid4().hex)
+    water = await _screen(finder, county, key=key, subject="water", content=uuid.uuid4().hex)
+    assert (land.match, land.terminated_matter, land.seq) == (None, ended, 1)
+    assert (water.match, water.terminated_matter, water.seq) == (None, reviewed, 2)
+    assert await finder.terminated_matter(petitioner_key=key, category="appeal",
+                                          subject="land") == ended
+
+
+async def test_a_retried_request_is_recognised_first_and_takes_no_number(pool, store):
+    finder, county = OpenCaseFinder(pool), _county()
+    key, content = uuid.uuid4().hex, uuid.uuid4().hex
+    await _summary(pool, division=county, key=key, content=content)  # an open case it matches
+    created = new_case(division=county)
+    await asyncio.to_thread(store.save, created)
+    linked_request = uuid.uuid4()
+    await finder.remember_link(linked_request, created.id, "repeat", "digest-1")
+
+    stored = await finder.screen(petitioner_key=key, division=county, category="appeal",
+                                 subject="land", content=content, number_for=(county, 2026),
+                                 request_id=created.id)
+    linked = await finder.screen(petitioner_key=key, division=county, category="appeal",
+                                 subject="land", content=content, number_for=(county, 2026),
+                                 request_id=linked_request)
+    assert stored == Screening(stored=True)
+    assert linked == Screening(link=(created.id, "repeat", "digest-1"))
+    # A request id seen for the first time screens as usual.
+    fresh = await _screen(finder, county, key=uuid.uuid4().hex, content=uuid.uuid4().hex)
+    assert not fresh.stored and fresh.link is None
+    assert fresh.seq == 1  # neither retry took a number
