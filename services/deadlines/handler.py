@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from uuid import UUID
 
 import asyncpg
+from eventsourcing.persistence import IntegrityError
 
+from petitions.infra.batching import CONFLICTS, Delivery, first_contexts, load_histories
 from petitions.infra.bus import BusMessage
+from petitions.infra.store import ConcurrencyConflict
 from services.deadlines import timers
 from services.deadlines.engine import DEADLINES_ACTOR, ClockEngine, Reconciled
 
@@ -26,6 +30,7 @@ class DeadlinesHandler:
     def __init__(self, engine: ClockEngine, pool: asyncpg.Pool) -> None:
         self.engine = engine
         self.pool = pool
+        self.attempts = 20
 
     async def on_message(self, msg: BusMessage) -> None:
         await self.process(UUID(msg.case_id))
@@ -39,6 +44,31 @@ class DeadlinesHandler:
                 log.info("clocks updated", extra={"case_id": str(case_id),
                                                    "events": result.appended})
         return result
+
+    async def on_batch(self, deliveries: Sequence[Delivery]) -> dict[int, BaseException]:
+        """Reconcile the cases of a batch of messages: their histories in one query, their
+        clock facts in one transaction, their timers in one upsert (after the commit, so a
+        timer never runs ahead of the clock it stands for). A case named by several
+        messages of the batch is reconciled once, on its newest history."""
+        contexts = first_contexts(deliveries)
+        case_ids = list(contexts)
+        for attempt in range(self.attempts):
+            histories = await load_histories(self.pool, self.engine.store, case_ids)
+            try:
+                results = await asyncio.to_thread(self.engine.reconcile_many, histories,
+                                                  contexts)
+            except IntegrityError:
+                CONFLICTS.labels("deadlines").inc()
+                await asyncio.sleep(min(0.002 * 2 ** attempt, 0.2))
+                continue
+            await timers.upsert(self.pool, [r.timers for r in results.values()])
+            appended = sum(len(r.appended) for r in results.values())
+            if appended:
+                log.debug("clocks updated", extra={"cases": len(results), "events": appended})
+            return {}
+        error = ConcurrencyConflict(f"{len(case_ids)} cases: gave up after {self.attempts} "
+                                    "conflicting writes")
+        return dict.fromkeys(range(len(deliveries)), error)
 
     async def recompute_provisional(self, concurrency: int = 4) -> dict[str, int]:
         """After a year's calendar is loaded: reconcile every case with a provisional open

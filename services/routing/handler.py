@@ -3,16 +3,29 @@ the hard rules no rule set can override (see petitions.domain.routing)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextvars
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
+
+import asyncpg
+from eventsourcing.persistence import IntegrityError
 
 from petitions.domain.case import Case
 from petitions.domain.directory import Directory
 from petitions.domain.routing import PetitionFacts, Router, RoutingDecision
 from petitions.domain.values import Actor, CaseStatus
+from petitions.infra.batching import (
+    CONFLICTS,
+    Delivery,
+    first_contexts,
+    load_histories,
+    rebuild,
+)
 from petitions.infra.bus import BusMessage
-from petitions.infra.store import CaseStore
+from petitions.infra.store import CaseStore, ConcurrencyConflict
 
 ROUTING_ACTOR = Actor(id="routing-service", role="service")
 LITIGATION_REASON_CODE = "litigation_arbitration_review"
@@ -20,14 +33,62 @@ LITIGATION_REASON_CODE = "litigation_arbitration_review"
 
 class RoutingHandler:
     def __init__(self, store: CaseStore, router: Callable[[], Router], directory: Directory,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], pool: asyncpg.Pool | None = None) -> None:
         self.store = store
+        self.pool = pool
+        self.attempts = 20
         self.router = router  # the current rule set's router (rule sets change at run time)
         self.directory = directory
         self.clock = clock
 
     async def on_case_needs_routing(self, msg: BusMessage) -> None:
-        await asyncio.to_thread(self.store.update, UUID(msg.case_id), self.route)
+        """One message (the batch path is `on_batch`)."""
+        await asyncio.to_thread(self._update, UUID(msg.case_id))
+
+    async def on_batch(self, deliveries: Sequence[Delivery]) -> dict[int, BaseException]:
+        """Route the cases of a batch of messages: read them in one query, decide each, and
+        append every decision in one transaction. A write conflict (another writer appended
+        to one of the cases) stores nothing of the batch, which is decided again on fresh
+        state; each decision is made from the case, so this never routes a case twice."""
+        assert self.pool is not None, "batch routing reads the cases through the pool"
+        contexts = first_contexts(deliveries)
+        case_ids = list(contexts)
+        for attempt in range(self.attempts):
+            histories = await load_histories(self.pool, self.store, case_ids)
+            try:
+                await asyncio.to_thread(self._route_and_save, histories, contexts)
+                return {}
+            except IntegrityError:
+                CONFLICTS.labels("routing").inc()
+                await asyncio.sleep(min(0.002 * 2**attempt, 0.2))
+        error = ConcurrencyConflict(f"{len(case_ids)} cases: gave up after {self.attempts} "
+                                    "conflicting writes")
+        return dict.fromkeys(range(len(deliveries)), error)
+
+    def _route_and_save(self, histories: dict[UUID, list[Any]],
+                        contexts: dict[UUID, contextvars.Context]) -> None:
+        changed = []
+        for case_id, events in histories.items():
+            case = rebuild(events)
+            self.route(case)
+            if case.pending_events:
+                changed.append(case)
+        if changed:
+            self.store.save(*changed, contexts=[contexts[c.id] for c in changed])
+
+    def _update(self, case_id: UUID, attempts: int = 20) -> None:
+        for attempt in range(attempts):
+            case = self.store.get(case_id)
+            if case is None:
+                return
+            self.route(case)
+            try:
+                self.store.save(case)
+                return
+            except IntegrityError:
+                CONFLICTS.labels("routing").inc()
+                time.sleep(min(0.002 * 2**attempt, 0.2))
+        raise ConcurrencyConflict(f"case {case_id}: gave up after {attempts} conflicting writes")
 
     def route(self, case: Case) -> None:
         # Idempotent: a redelivered message finds the case already routed.
