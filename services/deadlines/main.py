@@ -39,7 +39,11 @@ def main(now: Callable[[], datetime] = utc_now) -> None:
         handler = DeadlinesHandler(engine, runtime.pool)
         ticker = Ticker(engine, runtime.pool, now, batch=settings.tick_batch,
                         workers=settings.tick_workers)
-        consume_batches(runtime, DURABLE, policy.trigger_types(), handler.on_batch)
+        # Deadlines lingers: a case's clock is not urgent to the millisecond, and waiting a
+        # moment lets routing's append land first (no write conflict on a fresh case) and
+        # takes the case's RoutedToUnit into the same batch as its Registered.
+        consume_batches(runtime, DURABLE, policy.trigger_types(), handler.on_batch,
+                        linger=settings.consumer_linger_s)
         runtime.spawn(run_ticker(ticker, lambda: book.refresh(runtime.pool), runtime.stopping,
                                  settings.tick_interval_s), "ticker")
         runtime.spawn(report_gauges(runtime.pool, now, runtime.stopping,
