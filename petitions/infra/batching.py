@@ -200,6 +200,15 @@ def first_contexts(deliveries: Sequence[Delivery]) -> dict[UUID, contextvars.Con
     return out
 
 
+def failures_by_delivery(deliveries: Sequence[Delivery],
+                         failed: dict[UUID, BaseException]) -> dict[int, BaseException]:
+    """The failures of cases, as the failures of every message of the batch about them."""
+    if not failed:
+        return {}
+    return {i: failed[UUID(d.case_id)] for i, d in enumerate(deliveries)
+            if UUID(d.case_id) in failed}
+
+
 async def _unused(_: BusMessage) -> None:  # pragma: no cover - BatchConsumer never calls it
     raise AssertionError("a batch consumer handles batches")
 

@@ -15,7 +15,13 @@ from uuid import UUID
 import asyncpg
 from eventsourcing.persistence import IntegrityError
 
-from petitions.infra.batching import CONFLICTS, Delivery, first_contexts, load_histories
+from petitions.infra.batching import (
+    CONFLICTS,
+    Delivery,
+    failures_by_delivery,
+    first_contexts,
+    load_histories,
+)
 from petitions.infra.bus import BusMessage
 from petitions.infra.store import ConcurrencyConflict
 from services.deadlines import timers
@@ -55,8 +61,8 @@ class DeadlinesHandler:
         for attempt in range(self.attempts):
             histories = await load_histories(self.pool, self.engine.store, case_ids)
             try:
-                results = await asyncio.to_thread(self.engine.reconcile_many, histories,
-                                                  contexts)
+                results, failed = await asyncio.to_thread(self.engine.reconcile_many,
+                                                          histories, contexts)
             except IntegrityError:
                 CONFLICTS.labels("deadlines").inc()
                 await asyncio.sleep(min(0.002 * 2 ** attempt, 0.2))
@@ -65,7 +71,7 @@ class DeadlinesHandler:
             appended = sum(len(r.appended) for r in results.values())
             if appended:
                 log.debug("clocks updated", extra={"cases": len(results), "events": appended})
-            return {}
+            return failures_by_delivery(deliveries, failed)
         error = ConcurrencyConflict(f"{len(case_ids)} cases: gave up after {self.attempts} "
                                     "conflicting writes")
         return dict.fromkeys(range(len(deliveries)), error)

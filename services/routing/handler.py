@@ -20,6 +20,7 @@ from petitions.domain.values import Actor, CaseStatus
 from petitions.infra.batching import (
     CONFLICTS,
     Delivery,
+    failures_by_delivery,
     first_contexts,
     load_histories,
     rebuild,
@@ -56,8 +57,8 @@ class RoutingHandler:
         for attempt in range(self.attempts):
             histories = await load_histories(self.pool, self.store, case_ids)
             try:
-                await asyncio.to_thread(self._route_and_save, histories, contexts)
-                return {}
+                failed = await asyncio.to_thread(self._route_and_save, histories, contexts)
+                return failures_by_delivery(deliveries, failed)
             except IntegrityError:
                 CONFLICTS.labels("routing").inc()
                 await asyncio.sleep(min(0.002 * 2**attempt, 0.2))
@@ -66,15 +67,22 @@ class RoutingHandler:
         return dict.fromkeys(range(len(deliveries)), error)
 
     def _route_and_save(self, histories: dict[UUID, list[Any]],
-                        contexts: dict[UUID, contextvars.Context]) -> None:
-        changed = []
+                        contexts: dict[UUID, contextvars.Context]) -> dict[UUID, BaseException]:
+        """Decide and append; returns the cases whose decision failed (not appended, their
+        messages redelivered), so one bad case never holds back the rest of its batch."""
+        changed, failed = [], {}
         for case_id, events in histories.items():
-            case = rebuild(events)
-            self.route(case)
+            try:
+                case = rebuild(events)
+                self.route(case)
+            except Exception as exc:
+                failed[case_id] = exc
+                continue
             if case.pending_events:
                 changed.append(case)
         if changed:
             self.store.save(*changed, contexts=[contexts[c.id] for c in changed])
+        return failed
 
     def _update(self, case_id: UUID, attempts: int = 20) -> None:
         for attempt in range(attempts):

@@ -157,3 +157,37 @@ async def test_a_failed_batch_is_not_acked_and_is_redelivered(store, pool, event
         assert types(store, c.id)["RoutedToUnit"] == 1
     info = await bus.js.consumer_info(bus.stream, consumer.durable)
     assert info.num_ack_pending == 0
+
+
+async def test_one_case_that_cannot_be_decided_does_not_hold_back_its_batch(store, pool,
+                                                                            configuration):
+    cases = await registered(store, 6)
+    bad = cases[2].id
+
+    class Broken(RoutingHandler):
+        def route(self, case: Case) -> None:
+            if case.id == bad:
+                raise RuntimeError("rule set cannot decide this case")
+            super().route(case)
+
+    class BrokenEngine(ClockEngine):
+        def plan(self, events):
+            if events[0].originator_id == bad:
+                raise RuntimeError("calendar cannot count this case")
+            return super().plan(events)
+
+    route = Broken(store, configuration.router, configuration.router().directory,
+                   lambda: datetime.now(UTC), pool)
+    calendar = calendar_from_chinese_calendar()
+    clocks = DeadlinesHandler(BrokenEngine(store, lambda: calendar, lambda: datetime.now(UTC)),
+                              pool)
+    batch = deliveries(cases) + deliveries([cases[2]], 2)
+
+    for handler in (route, clocks):
+        failed = await handler.on_batch(batch)
+        assert set(failed) == {2, 6}  # both messages about the bad case, and only those
+        assert all(isinstance(e, RuntimeError) for e in failed.values())
+    for c in cases:
+        seen = types(store, c.id)
+        expected = 0 if c.id == bad else 1
+        assert seen["RoutedToUnit"] == expected and seen["ClockStarted"] == expected, seen
