@@ -200,7 +200,8 @@ def dumps(obj: Any) -> str:
 # (the only relay) and the two consumers run as processes; a burst of registrations goes in
 # through intake; CPU seconds of each consumer from before the burst until both have caught
 # up, divided by the cases; how many optimistic-concurrency conflicts each had (its
-# /metrics); and the 201 -> RoutedToUnit / ClockStarted latencies of the burst.
+# /metrics; each one a whole batch decided again), how many cases were re-read just before
+# an append to avoid one; and the 201 -> RoutedToUnit / ClockStarted latencies of the burst.
 
 CONSUMERS = ("routing", "deadlines")
 
@@ -210,7 +211,8 @@ def consumer_counters(port: int) -> dict[str, float]:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     out: dict[str, float] = {}
     for line in text.splitlines():
-        for name in ("petitions_consumer_conflicts_total", "petitions_messages_handled_total"):
+        for name in ("petitions_consumer_conflicts_total", "petitions_consumer_rereads_total",
+                     "petitions_messages_handled_total"):
             if line.startswith(name + "{") or line.startswith(name + " "):
                 out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
     return out
@@ -286,6 +288,8 @@ def burst(cases: int, concurrency: int, drain_timeout: float) -> dict[str, Any]:
             "cpu_ms_per_case": {k: round(v * 1000 / n, 2) for k, v in spent.items()},
             "conflicts_per_case": {k: round(c.get("petitions_consumer_conflicts_total", 0) / n, 3)
                                    for k, c in counters.items()},
+            "rereads_per_case": {k: round(c.get("petitions_consumer_rereads_total", 0) / n, 3)
+                                 for k, c in counters.items()},
             "messages_handled": {k: c.get("petitions_messages_handled_total")
                                  for k, c in counters.items()},
             "latency": lat,

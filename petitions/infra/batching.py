@@ -38,6 +38,13 @@ CONFLICTS = Counter(
     ["service"])
 
 
+REREAD = Counter(
+    "petitions_consumer_rereads_total",
+    "Cases re-read just before a batch append because another writer appended to them "
+    "after they were read (each one a write conflict avoided)",
+    ["service"])
+
+
 @dataclass
 class Delivery:
     """One message of a batch: what it says, and the context its work runs in (its
@@ -181,6 +188,26 @@ async def load_histories(pool: asyncpg.Pool, store: CaseStore, case_ids: Sequenc
         out.setdefault(r["originator_id"], []).append(store.decode(
             r["originator_id"], r["originator_version"], r["topic"], r["state"]))
     return out
+
+
+async def moved_since_read(pool: asyncpg.Pool, histories: dict[UUID, list[Any]],
+                           service: str) -> list[UUID]:
+    """The cases another writer appended to since their histories were read.
+
+    Asked just before the append of a batch: deciding a batch takes a while, and a case
+    appended to meanwhile would make the whole transaction fail on optimistic concurrency
+    (routing and deadlines both append to every new case); re-reading those few cases
+    first is far cheaper than redoing the batch."""
+    if not histories:
+        return []
+    rows = await pool.fetch(
+        f"SELECT originator_id, max(originator_version) AS head FROM {EVENTS_TABLE} "
+        "WHERE originator_id = ANY($1::uuid[]) GROUP BY originator_id", list(histories))
+    moved = [r["originator_id"] for r in rows
+             if r["head"] != histories[r["originator_id"]][-1].originator_version]
+    if moved:
+        REREAD.labels(service).inc(len(moved))
+    return moved
 
 
 def rebuild(events: Sequence[Any]) -> Any:

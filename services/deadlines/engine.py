@@ -145,27 +145,31 @@ class ClockEngine:
         return case, Reconciled(CaseTimers(case.id, case.division, case.version, tuple(rows)),
                                 appended)
 
-    def reconcile_many(self, histories: Mapping[UUID, Sequence[Any]],
-                       contexts: Mapping[UUID, Any] | None = None,
-                       ) -> tuple[dict[UUID, Reconciled], dict[UUID, BaseException]]:
-        """`reconcile_case` for several cases whose histories were read together, appending
-        for all of them in one transaction; returns the results and the cases whose
-        decision failed (nothing appended for them, so one bad case never holds back the
-        others). IntegrityError (another writer appended to one of them meanwhile) stores
-        nothing: decide them all again on fresh histories."""
+    def decide_many(self, histories: Mapping[UUID, Sequence[Any]]
+                    ) -> tuple[dict[UUID, tuple[Case, Reconciled]], dict[UUID, BaseException]]:
+        """`plan` for several cases: the decided ones, and those whose decision failed (one
+        bad case never holds back the others)."""
         decided: dict[UUID, tuple[Case, Reconciled]] = {}
         failed: dict[UUID, BaseException] = {}
         for case_id, events in histories.items():
+            if not events:
+                continue
             try:
                 decided[case_id] = self.plan(events)
             except Exception as exc:
                 failed[case_id] = exc
+        return decided, failed
+
+    def save_decided(self, decided: Mapping[UUID, tuple[Case, Reconciled]],
+                     contexts: Mapping[UUID, Any] | None = None) -> None:
+        """Append what the decided cases lack, in one transaction. IntegrityError (another
+        writer appended to one of them since it was read) stores nothing: decide them all
+        again on fresh histories."""
         changed = [case for case, result in decided.values() if result.appended]
         for start in range(0, len(changed), self.cases_per_save):
             chunk = changed[start:start + self.cases_per_save]
             self.store.save(*chunk, contexts=[contexts.get(c.id) for c in chunk]
                             if contexts is not None else None)
-        return {case_id: result for case_id, (_, result) in decided.items()}, failed
 
     # -- timers -> case events -----------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from petitions.infra.batching import (
     failures_by_delivery,
     first_contexts,
     load_histories,
+    moved_since_read,
 )
 from petitions.infra.bus import BusMessage
 from petitions.infra.store import ConcurrencyConflict
@@ -58,17 +59,27 @@ class DeadlinesHandler:
         messages of the batch is reconciled once, on its newest history."""
         contexts = first_contexts(deliveries)
         case_ids = list(contexts)
+        engine = self.engine
         for attempt in range(self.attempts):
-            histories = await load_histories(self.pool, self.engine.store, case_ids)
+            histories = await load_histories(self.pool, engine.store, case_ids)
+            decided, failed = await asyncio.to_thread(engine.decide_many, histories)
+            # Routing appends to the same new cases: re-read and decide again the few it
+            # appended to meanwhile, rather than lose the whole transaction to them.
+            moved = await moved_since_read(self.pool, histories, "deadlines")
+            if moved:
+                fresh = await load_histories(self.pool, engine.store, moved)
+                again, failed_again = await asyncio.to_thread(engine.decide_many, fresh)
+                decided = {**{k: v for k, v in decided.items() if k not in fresh}, **again}
+                failed = {**{k: v for k, v in failed.items() if k not in fresh}, **failed_again}
             try:
-                results, failed = await asyncio.to_thread(self.engine.reconcile_many,
-                                                          histories, contexts)
+                await asyncio.to_thread(engine.save_decided, decided, contexts)
             except IntegrityError:
                 CONFLICTS.labels("deadlines").inc()
                 await asyncio.sleep(min(0.002 * 2 ** attempt, 0.2))
                 continue
-            await timers.upsert(self.pool, [r.timers for r in results.values()])
-            appended = sum(len(r.appended) for r in results.values())
+            results = [result for _, result in decided.values()]
+            await timers.upsert(self.pool, [r.timers for r in results])
+            appended = sum(len(r.appended) for r in results)
             if appended:
                 log.debug("clocks updated", extra={"cases": len(results), "events": appended})
             return failures_by_delivery(deliveries, failed)

@@ -23,6 +23,7 @@ from petitions.infra.batching import (
     failures_by_delivery,
     first_contexts,
     load_histories,
+    moved_since_read,
     rebuild,
 )
 from petitions.infra.bus import BusMessage
@@ -48,16 +49,24 @@ class RoutingHandler:
 
     async def on_batch(self, deliveries: Sequence[Delivery]) -> dict[int, BaseException]:
         """Route the cases of a batch of messages: read them in one query, decide each, and
-        append every decision in one transaction. A write conflict (another writer appended
-        to one of the cases) stores nothing of the batch, which is decided again on fresh
-        state; each decision is made from the case, so this never routes a case twice."""
+        append every decision in one transaction. Cases another writer appended to while
+        the batch was decided are read and decided again first; a write conflict all the
+        same stores nothing of the batch, which is then decided again on fresh state. Each
+        decision is made from the case, so this never routes a case twice."""
         assert self.pool is not None, "batch routing reads the cases through the pool"
         contexts = first_contexts(deliveries)
         case_ids = list(contexts)
         for attempt in range(self.attempts):
             histories = await load_histories(self.pool, self.store, case_ids)
+            changed, failed = await asyncio.to_thread(self._decide, histories)
+            moved = await moved_since_read(self.pool, histories, "routing")
+            if moved:
+                fresh = await load_histories(self.pool, self.store, moved)
+                again, failed_again = await asyncio.to_thread(self._decide, fresh)
+                changed = {**{k: v for k, v in changed.items() if k not in fresh}, **again}
+                failed = {**{k: v for k, v in failed.items() if k not in fresh}, **failed_again}
             try:
-                failed = await asyncio.to_thread(self._route_and_save, histories, contexts)
+                await asyncio.to_thread(self._save, list(changed.values()), contexts)
                 return failures_by_delivery(deliveries, failed)
             except IntegrityError:
                 CONFLICTS.labels("routing").inc()
@@ -66,11 +75,11 @@ class RoutingHandler:
                                     "conflicting writes")
         return dict.fromkeys(range(len(deliveries)), error)
 
-    def _route_and_save(self, histories: dict[UUID, list[Any]],
-                        contexts: dict[UUID, contextvars.Context]) -> dict[UUID, BaseException]:
-        """Decide and append; returns the cases whose decision failed (not appended, their
-        messages redelivered), so one bad case never holds back the rest of its batch."""
-        changed, failed = [], {}
+    def _decide(self, histories: dict[UUID, list[Any]]
+                ) -> tuple[dict[UUID, Case], dict[UUID, BaseException]]:
+        """The cases with a routing decision to append, and those whose decision failed
+        (their messages are redelivered; one bad case never holds back its batch)."""
+        changed, failed = {}, {}
         for case_id, events in histories.items():
             try:
                 case = rebuild(events)
@@ -79,10 +88,12 @@ class RoutingHandler:
                 failed[case_id] = exc
                 continue
             if case.pending_events:
-                changed.append(case)
-        if changed:
-            self.store.save(*changed, contexts=[contexts[c.id] for c in changed])
-        return failed
+                changed[case_id] = case
+        return changed, failed
+
+    def _save(self, cases: list[Case], contexts: dict[UUID, contextvars.Context]) -> None:
+        if cases:
+            self.store.save(*cases, contexts=[contexts[c.id] for c in cases])
 
     def _update(self, case_id: UUID, attempts: int = 20) -> None:
         for attempt in range(attempts):

@@ -19,7 +19,13 @@ from petitions.domain.calendar import calendar_from_chinese_calendar
 from petitions.domain.case import Case
 from petitions.domain.routing_config import RoutingConfiguration
 from petitions.domain.values import Actor
-from petitions.infra.batching import BatchConsumer, Delivery
+from petitions.infra.batching import (
+    CONFLICTS,
+    BatchConsumer,
+    Delivery,
+    load_histories,
+    moved_since_read,
+)
 from petitions.infra.bus import BusMessage
 from petitions.infra.relay import Relay
 from petitions.infra.store import CaseStore
@@ -191,3 +197,19 @@ async def test_one_case_that_cannot_be_decided_does_not_hold_back_its_batch(stor
         seen = types(store, c.id)
         expected = 0 if c.id == bad else 1
         assert seen["RoutedToUnit"] == expected and seen["ClockStarted"] == expected, seen
+
+
+async def test_cases_appended_to_after_they_were_read_are_named_before_the_append(
+        store, pool, configuration):
+    cases = await registered(store, 3)
+    histories = await load_histories(pool, store, [c.id for c in cases])
+    assert await moved_since_read(pool, histories, "test") == []
+    # Routing appends to one of them while deadlines is still deciding the batch.
+    await routing(store, pool, configuration).on_batch(deliveries(cases[1:2]))
+    assert await moved_since_read(pool, histories, "test") == [cases[1].id]
+    # Deadlines re-reads it and appends for all three without a conflict.
+    conflicts = CONFLICTS.labels("deadlines")._value.get()
+    assert await deadlines(store, pool).on_batch(deliveries(cases)) == {}
+    assert CONFLICTS.labels("deadlines")._value.get() == conflicts
+    for c in cases:
+        assert types(store, c.id)["ClockStarted"] == 1
