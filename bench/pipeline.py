@@ -192,3 +192,122 @@ def latencies(records: list[tuple[str, float, float]], notice_arrivals: dict[str
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, default=str)
+
+
+# ---------------------------------------------------------------------------- consumer burst
+#
+# `python -m bench.pipeline --cases 2000`: what routing and deadlines cost per case. Intake
+# (the only relay) and the two consumers run as processes; a burst of registrations goes in
+# through intake; CPU seconds of each consumer from before the burst until both have caught
+# up, divided by the cases; how many optimistic-concurrency conflicts each had (its
+# /metrics; each one a whole batch decided again), how many cases were re-read just before
+# an append to avoid one; and the 201 -> RoutedToUnit / ClockStarted latencies of the burst.
+
+CONSUMERS = ("routing", "deadlines")
+
+
+def consumer_counters(port: int) -> dict[str, float]:
+    """The consumer counters a service exposes on /metrics (conflicts, handled messages)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        for name in ("petitions_consumer_conflicts_total", "petitions_consumer_rereads_total",
+                     "petitions_messages_handled_total"):
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def burst(cases: int, concurrency: int, drain_timeout: float) -> dict[str, Any]:
+    import os
+    import subprocess
+    import sys
+    from contextlib import ExitStack
+
+    from bench.procs import cpu_seconds
+    from bench.stack import LOG_DIR, Stack, bearer_token, case_store, log, stop_services
+    from petitions.devstack import REPO_ROOT
+    from petitions.devstack import (
+        PORT_VARIABLES,
+        SERVICES,
+        Infrastructure,
+        free_port,
+        service_env,
+        start_service,
+        wait_until_ready,
+    )
+
+    with ExitStack() as exits:
+        stack = Stack(exits)
+        dsn = stack.database("burst")
+        stream, prefix = stack.stream("burst")
+        overrides = {"POSTGRES_DSN": dsn, "NATS_STREAM": stream, "NATS_SUBJECT_PREFIX": prefix,
+                     "INTAKE_GRPC_PORT": str(free_port())}
+        overrides.update({PORT_VARIABLES[n]: str(free_port()) for n in SERVICES})
+        env = service_env(Infrastructure(dsn, stack.infra.nats_url), overrides)
+        # Only intake relays, so the consumers' CPU is their own work.
+        envs = {"intake": env, **{n: {**env, "RELAY_ENABLED": "false"} for n in CONSUMERS}}
+        started = [start_service(n, e, LOG_DIR / "burst") for n, e in envs.items()]
+        services = {s.name: s for s in started}
+        exits.callback(stop_services, services)
+        wait_until_ready(started, timeout=90)
+        time.sleep(1.0)  # start-up work (configuration, calendars) settles
+        before = {n: cpu_seconds(services[n].proc.pid) for n in CONSUMERS}
+        counters_before = {n: consumer_counters(services[n].port) for n in CONSUMERS}
+        log(f"burst: {cases} registrations at {concurrency} concurrent clients")
+        argv = [sys.executable, "-m", "bench.load", "--port", str(services["intake"].port),
+                "--mode", "closed", "--concurrency", str(concurrency), "--duration", "120",
+                "--max-requests", str(cases), "--record", "--seed", "7"]
+        token = bearer_token()
+        if token:
+            argv += ["--token", token]
+        t0 = time.monotonic()
+        load = json.loads(subprocess.run(
+            argv, check=True, stdout=subprocess.PIPE,
+            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}).stdout)
+        registered = time.monotonic() - t0
+        waited, left = asyncio.run(wait_drained(stack.infra.nats_url, stream, dsn, drain_timeout))
+        spent = {n: cpu_seconds(services[n].proc.pid) - before[n] for n in CONSUMERS}
+        counters = {n: {k: v - counters_before[n].get(k, 0.0)
+                        for k, v in consumer_counters(services[n].port).items()}
+                    for n in CONSUMERS}
+        records = load.pop("records")
+        store = case_store(dsn, pool_size=1)
+        try:
+            events = asyncio.run(store_histories(dsn, store, sorted({c for c, _, _ in records})))
+        finally:
+            store.close()
+        n = max(len(records), 1)
+        lat = latencies(records, {}, events)
+        lat.pop("notice_delivered", None)
+        lat.pop("notice_recorded", None)
+        return {
+            "cases": len(records), "registered_in_s": round(registered, 1),
+            "intake_per_s": round(len(records) / max(registered, 1e-9), 1),
+            "drained_after_s": waited, "backlog_left": left,
+            "cpu_ms_per_case": {k: round(v * 1000 / n, 2) for k, v in spent.items()},
+            "conflicts_per_case": {k: round(c.get("petitions_consumer_conflicts_total", 0) / n, 3)
+                                   for k, c in counters.items()},
+            "rereads_per_case": {k: round(c.get("petitions_consumer_rereads_total", 0) / n, 3)
+                                 for k, c in counters.items()},
+            "messages_handled": {k: c.get("petitions_messages_handled_total")
+                                 for k, c in counters.items()},
+            "latency": lat,
+            "load_average": os.getloadavg(),
+        }
+
+
+def _main() -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="routing and deadlines under a burst of "
+                                            "registrations: CPU per case, conflicts, latency")
+    p.add_argument("--cases", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--drain-timeout", type=float, default=120.0)
+    a = p.parse_args()
+    print(dumps(burst(a.cases, a.concurrency, a.drain_timeout)))
+
+
+if __name__ == "__main__":
+    _main()

@@ -61,12 +61,40 @@ def _dates(values: Iterable[Any], name: str) -> list[date]:
     return out
 
 
+class MemoCalendar(WorkCalendar):
+    """A calendar that remembers which holiday runs lie between two days.
+
+    Every registration of a day asks the same question (the holidays inside its 15-day
+    acceptance period, for the explanation), and answering it walks every holiday of every
+    known year; the answer never changes for one calendar, so it is kept."""
+
+    _RUNS_KEPT = 20_000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "_runs", {})
+
+    @classmethod
+    def of(cls, calendar: WorkCalendar) -> MemoCalendar:
+        return cls(calendar.holidays, calendar.swapped_workdays, calendar.known_years)
+
+    def rest_runs_between(self, start: date, end: date) -> list[tuple[date, date]]:
+        runs: dict[tuple[date, date], list[tuple[date, date]]] = self._runs  # type: ignore[attr-defined]
+        key = (start, end)
+        found = runs.get(key)
+        if found is None:
+            if len(runs) >= self._RUNS_KEPT:
+                runs.clear()
+            found = runs[key] = super().rest_runs_between(start, end)
+        return list(found)
+
+
 class CalendarBook:
     """The current calendar: a base (chinese-calendar) plus the stored years on top."""
 
     def __init__(self, base: WorkCalendar | None = None) -> None:
         self.base = base if base is not None else calendar_from_chinese_calendar()
-        self._current = self.base
+        self._current: WorkCalendar = MemoCalendar.of(self.base)
         self._stamp: tuple[Any, ...] | None = None
 
     def current(self) -> WorkCalendar:
@@ -85,7 +113,7 @@ class CalendarBook:
             calendar = CalendarYear(r["year"], tuple(r["holidays"]),
                                     tuple(r["swapped_workdays"]), r["source"]).validate_on(
                 calendar)
-        self._current, self._stamp = calendar, stamp
+        self._current, self._stamp = MemoCalendar.of(calendar), stamp
         log.info("holiday calendar loaded", extra={"stored_years": [r["year"] for r in rows]})
         return True
 

@@ -35,6 +35,7 @@ from petitions.domain.clocks import (
     timer_rows,
 )
 from petitions.domain.values import Actor
+from petitions.infra.batching import CONFLICTS, rebuild
 from petitions.infra.store import CaseStore, ConcurrencyConflict
 from services.deadlines.timers import CaseTimers, Mark
 
@@ -57,14 +58,6 @@ DEADLINES_ACTOR = ServiceActor(id="deadlines-service", role="service")
 CLOCK_EVENTS = (Case.ClockStarted, Case.ClockMoved, Case.ClockStopped, Case.ClockWarned,
                 Case.ClockMissed, Case.ClockRecomputed, Case.EscalationProposed)
 CLOCK_TOPICS = tuple(get_topic(cls) for cls in CLOCK_EVENTS)
-
-
-def rebuild(events: Iterable[Any]) -> Case | None:
-    """A case from its domain events, as the repository would build it."""
-    case = None
-    for e in events:
-        case = e.mutate(case)
-    return case
 
 
 def clock_view(case_id: UUID, version: int, clock_events: Iterable[Any]) -> Case:
@@ -130,20 +123,53 @@ class ClockEngine:
             events = self.store.history(case_id)
             if not events:
                 return None
-            case = rebuild(events)
-            plan = plan_clocks(facts_from_events(events), self.calendar(), self.policy,
-                               bureau_of=self.bureau_of)
-            appended = reconcile(case, plan, actor=self.actor, at=self.now())
-            if appended:
+            case, result = self.plan(events)
+            if result.appended:
                 try:
                     self.store.save(case)
                 except IntegrityError:
+                    CONFLICTS.labels("deadlines").inc()
                     time.sleep(min(0.002 * 2 ** attempt, 0.2))
                     continue
-            rows = timer_rows(case, plan, self.policy)
-            return Reconciled(CaseTimers(case.id, case.division, case.version, tuple(rows)),
-                              appended)
+            return result
         raise ConcurrencyConflict(f"case {case_id}: gave up after {attempts} conflicting writes")
+
+    def plan(self, events: Sequence[Any]) -> tuple[Case, Reconciled]:
+        """Decide one case from its history (not empty): the case with the clock facts it
+        lacks appended (not saved), and its timers as they are once those are stored."""
+        case = rebuild(events)
+        plan = plan_clocks(facts_from_events(events), self.calendar(), self.policy,
+                           bureau_of=self.bureau_of)
+        appended = reconcile(case, plan, actor=self.actor, at=self.now())
+        rows = timer_rows(case, plan, self.policy)
+        return case, Reconciled(CaseTimers(case.id, case.division, case.version, tuple(rows)),
+                                appended)
+
+    def decide_many(self, histories: Mapping[UUID, Sequence[Any]]
+                    ) -> tuple[dict[UUID, tuple[Case, Reconciled]], dict[UUID, BaseException]]:
+        """`plan` for several cases: the decided ones, and those whose decision failed (one
+        bad case never holds back the others)."""
+        decided: dict[UUID, tuple[Case, Reconciled]] = {}
+        failed: dict[UUID, BaseException] = {}
+        for case_id, events in histories.items():
+            if not events:
+                continue
+            try:
+                decided[case_id] = self.plan(events)
+            except Exception as exc:
+                failed[case_id] = exc
+        return decided, failed
+
+    def save_decided(self, decided: Mapping[UUID, tuple[Case, Reconciled]],
+                     contexts: Mapping[UUID, Any] | None = None) -> None:
+        """Append what the decided cases lack, in one transaction. IntegrityError (another
+        writer appended to one of them since it was read) stores nothing: decide them all
+        again on fresh histories."""
+        changed = [case for case, result in decided.values() if result.appended]
+        for start in range(0, len(changed), self.cases_per_save):
+            chunk = changed[start:start + self.cases_per_save]
+            self.store.save(*chunk, contexts=[contexts.get(c.id) for c in chunk]
+                            if contexts is not None else None)
 
     # -- timers -> case events -----------------------------------------------------------------
 

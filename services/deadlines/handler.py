@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from uuid import UUID
 
 import asyncpg
+from eventsourcing.persistence import IntegrityError
 
+from petitions.infra.batching import (
+    CONFLICTS,
+    Delivery,
+    failures_by_delivery,
+    first_contexts,
+    load_histories,
+    moved_since_read,
+)
 from petitions.infra.bus import BusMessage
+from petitions.infra.store import ConcurrencyConflict
 from services.deadlines import timers
 from services.deadlines.engine import DEADLINES_ACTOR, ClockEngine, Reconciled
 
@@ -26,6 +37,7 @@ class DeadlinesHandler:
     def __init__(self, engine: ClockEngine, pool: asyncpg.Pool) -> None:
         self.engine = engine
         self.pool = pool
+        self.attempts = 20
 
     async def on_message(self, msg: BusMessage) -> None:
         await self.process(UUID(msg.case_id))
@@ -39,6 +51,41 @@ class DeadlinesHandler:
                 log.info("clocks updated", extra={"case_id": str(case_id),
                                                    "events": result.appended})
         return result
+
+    async def on_batch(self, deliveries: Sequence[Delivery]) -> dict[int, BaseException]:
+        """Reconcile the cases of a batch of messages: their histories in one query, their
+        clock facts in one transaction, their timers in one upsert (after the commit, so a
+        timer never runs ahead of the clock it stands for). A case named by several
+        messages of the batch is reconciled once, on its newest history."""
+        contexts = first_contexts(deliveries)
+        case_ids = list(contexts)
+        engine = self.engine
+        for attempt in range(self.attempts):
+            histories = await load_histories(self.pool, engine.store, case_ids)
+            decided, failed = await asyncio.to_thread(engine.decide_many, histories)
+            # Routing appends to the same new cases: re-read and decide again the few it
+            # appended to meanwhile, rather than lose the whole transaction to them.
+            moved = await moved_since_read(self.pool, histories, "deadlines")
+            if moved:
+                fresh = await load_histories(self.pool, engine.store, moved)
+                again, failed_again = await asyncio.to_thread(engine.decide_many, fresh)
+                decided = {**{k: v for k, v in decided.items() if k not in fresh}, **again}
+                failed = {**{k: v for k, v in failed.items() if k not in fresh}, **failed_again}
+            try:
+                await asyncio.to_thread(engine.save_decided, decided, contexts)
+            except IntegrityError:
+                CONFLICTS.labels("deadlines").inc()
+                await asyncio.sleep(min(0.002 * 2 ** attempt, 0.2))
+                continue
+            results = [result for _, result in decided.values()]
+            await timers.upsert(self.pool, [r.timers for r in results])
+            appended = sum(len(r.appended) for r in results)
+            if appended:
+                log.debug("clocks updated", extra={"cases": len(results), "events": appended})
+            return failures_by_delivery(deliveries, failed)
+        error = ConcurrencyConflict(f"{len(case_ids)} cases: gave up after {self.attempts} "
+                                    "conflicting writes")
+        return dict.fromkeys(range(len(deliveries)), error)
 
     async def recompute_provisional(self, concurrency: int = 4) -> dict[str, int]:
         """After a year's calendar is loaded: reconcile every case with a provisional open

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
+from petitions.infra.batching import consume_batches
 from petitions.infra.runtime import Runtime
 from petitions.infra.service import run_service
 from services.deadlines.api import mount_routes
@@ -38,7 +39,11 @@ def main(now: Callable[[], datetime] = utc_now) -> None:
         handler = DeadlinesHandler(engine, runtime.pool)
         ticker = Ticker(engine, runtime.pool, now, batch=settings.tick_batch,
                         workers=settings.tick_workers)
-        runtime.consume(DURABLE, policy.trigger_types(), handler.on_message)
+        # Deadlines lingers: a case's clock is not urgent to the millisecond, and waiting a
+        # moment lets routing's append land first (no write conflict on a fresh case) and
+        # takes the case's RoutedToUnit into the same batch as its Registered.
+        consume_batches(runtime, DURABLE, policy.trigger_types(), handler.on_batch,
+                        linger=settings.consumer_linger_s)
         runtime.spawn(run_ticker(ticker, lambda: book.refresh(runtime.pool), runtime.stopping,
                                  settings.tick_interval_s), "ticker")
         runtime.spawn(report_gauges(runtime.pool, now, runtime.stopping,

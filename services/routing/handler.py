@@ -3,16 +3,31 @@ the hard rules no rule set can override (see petitions.domain.routing)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextvars
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
+
+import asyncpg
+from eventsourcing.persistence import IntegrityError
 
 from petitions.domain.case import Case
 from petitions.domain.directory import Directory
 from petitions.domain.routing import PetitionFacts, Router, RoutingDecision
 from petitions.domain.values import Actor, CaseStatus
+from petitions.infra.batching import (
+    CONFLICTS,
+    Delivery,
+    failures_by_delivery,
+    first_contexts,
+    load_histories,
+    moved_since_read,
+    rebuild,
+)
 from petitions.infra.bus import BusMessage
-from petitions.infra.store import CaseStore
+from petitions.infra.store import CaseStore, ConcurrencyConflict
 
 ROUTING_ACTOR = Actor(id="routing-service", role="service")
 LITIGATION_REASON_CODE = "litigation_arbitration_review"
@@ -20,14 +35,79 @@ LITIGATION_REASON_CODE = "litigation_arbitration_review"
 
 class RoutingHandler:
     def __init__(self, store: CaseStore, router: Callable[[], Router], directory: Directory,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], pool: asyncpg.Pool | None = None) -> None:
         self.store = store
+        self.pool = pool
+        self.attempts = 20
         self.router = router  # the current rule set's router (rule sets change at run time)
         self.directory = directory
         self.clock = clock
 
     async def on_case_needs_routing(self, msg: BusMessage) -> None:
-        await asyncio.to_thread(self.store.update, UUID(msg.case_id), self.route)
+        """One message (the batch path is `on_batch`)."""
+        await asyncio.to_thread(self._update, UUID(msg.case_id))
+
+    async def on_batch(self, deliveries: Sequence[Delivery]) -> dict[int, BaseException]:
+        """Route the cases of a batch of messages: read them in one query, decide each, and
+        append every decision in one transaction. Cases another writer appended to while
+        the batch was decided are read and decided again first; a write conflict all the
+        same stores nothing of the batch, which is then decided again on fresh state. Each
+        decision is made from the case, so this never routes a case twice."""
+        assert self.pool is not None, "batch routing reads the cases through the pool"
+        contexts = first_contexts(deliveries)
+        case_ids = list(contexts)
+        for attempt in range(self.attempts):
+            histories = await load_histories(self.pool, self.store, case_ids)
+            changed, failed = await asyncio.to_thread(self._decide, histories)
+            moved = await moved_since_read(self.pool, histories, "routing")
+            if moved:
+                fresh = await load_histories(self.pool, self.store, moved)
+                again, failed_again = await asyncio.to_thread(self._decide, fresh)
+                changed = {**{k: v for k, v in changed.items() if k not in fresh}, **again}
+                failed = {**{k: v for k, v in failed.items() if k not in fresh}, **failed_again}
+            try:
+                await asyncio.to_thread(self._save, list(changed.values()), contexts)
+                return failures_by_delivery(deliveries, failed)
+            except IntegrityError:
+                CONFLICTS.labels("routing").inc()
+                await asyncio.sleep(min(0.002 * 2**attempt, 0.2))
+        error = ConcurrencyConflict(f"{len(case_ids)} cases: gave up after {self.attempts} "
+                                    "conflicting writes")
+        return dict.fromkeys(range(len(deliveries)), error)
+
+    def _decide(self, histories: dict[UUID, list[Any]]
+                ) -> tuple[dict[UUID, Case], dict[UUID, BaseException]]:
+        """The cases with a routing decision to append, and those whose decision failed
+        (their messages are redelivered; one bad case never holds back its batch)."""
+        changed, failed = {}, {}
+        for case_id, events in histories.items():
+            try:
+                case = rebuild(events)
+                self.route(case)
+            except Exception as exc:
+                failed[case_id] = exc
+                continue
+            if case.pending_events:
+                changed[case_id] = case
+        return changed, failed
+
+    def _save(self, cases: list[Case], contexts: dict[UUID, contextvars.Context]) -> None:
+        if cases:
+            self.store.save(*cases, contexts=[contexts[c.id] for c in cases])
+
+    def _update(self, case_id: UUID, attempts: int = 20) -> None:
+        for attempt in range(attempts):
+            case = self.store.get(case_id)
+            if case is None:
+                return
+            self.route(case)
+            try:
+                self.store.save(case)
+                return
+            except IntegrityError:
+                CONFLICTS.labels("routing").inc()
+                time.sleep(min(0.002 * 2**attempt, 0.2))
+        raise ConcurrencyConflict(f"case {case_id}: gave up after {attempts} conflicting writes")
 
     def route(self, case: Case) -> None:
         # Idempotent: a redelivered message finds the case already routed.

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from petitions.domain.routing_config import ROUTING_CONFIGURATION_ID
+from petitions.infra.batching import consume_batches
 from petitions.infra.runtime import Runtime
 from petitions.infra.service import run_service
 from petitions.infra.settings import RoutingSettings
@@ -47,9 +48,10 @@ def main() -> None:
     async def wire(runtime: Runtime, app: FastAPI) -> None:
         holder = ConfigurationHolder(runtime.store, utc_now)
         await asyncio.to_thread(holder.load_or_seed, settings.directory_file, settings.rules_file)
-        handler = RoutingHandler(runtime.store, holder.router, holder.directory(), utc_now)
-        runtime.consume("routing", ["Registered", "TransferredToJurisdiction"],
-                        handler.on_case_needs_routing)
+        handler = RoutingHandler(runtime.store, holder.router, holder.directory(), utc_now,
+                                 runtime.pool)
+        consume_batches(runtime, "routing", ["Registered", "TransferredToJurisdiction"],
+                        handler.on_batch)
         runtime.spawn(follow_configuration(runtime, holder, handler, settings.config_poll_s),
                       "configuration")
         mount_routing_routes(app, runtime.store, holder, utc_now,

@@ -1,0 +1,250 @@
+"""Consumers that work a batch of bus messages at a time, and what they count.
+
+A `BatchConsumer` hands every message of one fetch to its handler at once, so the handler can
+read the cases in one query and append the events of all of them in one event-store
+transaction (the store serialises transactions, not events). The guarantees of
+`petitions.infra.bus.Consumer` are kept: a message is acked only after the handler returned
+without naming it as failed, i.e. after its effect was committed; a failed one is nak'd with
+backoff and redelivered; handlers decide from stored state, so redelivery changes nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import nats
+from prometheus_client import Counter
+
+from petitions.infra import tracing
+from petitions.infra.bus import BusMessage, Consumer, retry_delay
+from petitions.infra.logs import case_bound
+from petitions.infra.metrics import MESSAGES_HANDLED
+from petitions.infra.store import EVENTS_TABLE, CaseStore
+
+log = logging.getLogger(__name__)
+
+# Writes lost to another writer of the same case (optimistic concurrency) and redone on
+# fresh state: routing and deadlines both append to a case just registered.
+CONFLICTS = Counter(
+    "petitions_consumer_conflicts_total",
+    "Case appends that lost to a concurrent writer and were decided again on fresh state",
+    ["service"])
+
+
+REREAD = Counter(
+    "petitions_consumer_rereads_total",
+    "Cases re-read just before a batch append because another writer appended to them "
+    "after they were read (each one a write conflict avoided)",
+    ["service"])
+
+
+@dataclass
+class Delivery:
+    """One message of a batch: what it says, and the context its work runs in (its
+    consuming span, continuing the trace in the message headers, and its case on every log
+    line). Pass `context` to `CaseStore.save(contexts=...)` so the events appended for it
+    carry its trace."""
+
+    message: BusMessage
+    context: contextvars.Context
+    raw: Any = field(repr=False)
+    _scope: AbstractContextManager[Any] | None = field(default=None, repr=False)
+
+    @property
+    def case_id(self) -> str:
+        return self.message.case_id
+
+
+# Handles a batch; returns the failures (delivery index -> exception). Every delivery not
+# named is acked: the handler must have committed its effect before returning.
+BatchHandler = Callable[[Sequence[Delivery]], Awaitable[dict[int, BaseException]]]
+
+
+class BatchConsumer(Consumer):
+    """A durable pull consumer whose handler takes each fetched batch whole."""
+
+    def __init__(self, bus: Any, durable: str, event_types: list[str],
+                 handler: BatchHandler, *, linger: float = 0.0, **options: Any) -> None:
+        options.setdefault("batch", 100)
+        super().__init__(bus, durable, event_types, _unused, **options)
+        self.batch_handler = handler
+        # After a short fetch, wait this long and take what arrived meanwhile into the same
+        # batch: fewer, larger transactions, for a consumer that is not in a hurry.
+        self.linger = linger
+
+    async def _pull(self, sub: Any, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                msgs = await sub.fetch(self.batch, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except Exception:  # connection trouble: the client reconnects by itself
+                log.warning("fetch failed; retrying", exc_info=True)
+                await asyncio.sleep(0.5)
+                continue
+            if self.linger and len(msgs) < self.batch:
+                msgs += await self._more(sub, self.batch - len(msgs))
+            await self._handle_batch(msgs)
+
+    async def _more(self, sub: Any, n: int) -> list[Any]:
+        await asyncio.sleep(self.linger)
+        try:
+            return list(await sub.fetch(n, timeout=0.05))
+        except Exception:  # nothing more arrived (or a blip): go on with what we have
+            return []
+
+    async def _handle_batch(self, msgs: Sequence[Any]) -> None:
+        deliveries = [d for d in [await self._open(m) for m in msgs] if d is not None]
+        if not deliveries:
+            return
+        try:
+            failures = await self.batch_handler(deliveries)
+        except Exception as exc:  # the whole batch failed: nothing of it was committed
+            failures = dict.fromkeys(range(len(deliveries)), exc)
+        acks = []
+        for i, d in enumerate(deliveries):
+            exc = failures.get(i)
+            if exc is None:
+                acks.append(d.raw.ack())
+            else:
+                acks.append(self._retry(d, exc))
+        await asyncio.gather(*acks, return_exceptions=True)
+        for i, d in enumerate(deliveries):
+            if d._scope is not None:  # a failure is already recorded on the span
+                d.context.run(d._scope.__exit__, None, None, None)
+        ok = len(deliveries) - len(failures)
+        if ok:
+            MESSAGES_HANDLED.labels(self.service, self.durable, "ok").inc(ok)
+        self.handled += ok
+
+    async def _open(self, msg: Any) -> Delivery | None:
+        deliveries = msg.metadata.num_delivered if msg.metadata else 1
+        try:
+            message = BusMessage.parse(msg.data, deliveries)
+        except (ValueError, KeyError):
+            log.error("unparseable message dropped", extra={"subject": msg.subject})
+            MESSAGES_HANDLED.labels(self.service, self.durable, "dropped").inc()
+            await msg.term()
+            return None
+        # Each message's work runs in a context of its own, holding its consuming span, so a
+        # batch keeps one span per message and each case's appends carry their own trace.
+        context = contextvars.copy_context()
+        scope = _MessageScope(self.durable, msg, message)
+        context.run(scope.__enter__)
+        return Delivery(message, context, msg, scope)
+
+    async def _retry(self, d: Delivery, exc: BaseException) -> None:
+        d.context.run(tracing.mark_failed, exc)
+        delay = retry_delay(d.message.deliveries)
+        d.context.run(log.warning, "handler failed; redelivery in %.1fs", delay,
+                      extra={"event_id": d.message.event_id, "consumer": self.durable},
+                      exc_info=(type(exc), exc, exc.__traceback__))
+        MESSAGES_HANDLED.labels(self.service, self.durable, "retry").inc()
+        await d.raw.nak(delay=delay)
+
+
+class _MessageScope:
+    """The consuming span and the bound case id of one message, entered and left inside
+    the message's own context."""
+
+    def __init__(self, durable: str, raw: Any, message: BusMessage) -> None:
+        self._case = case_bound(message.case_id)
+        # With tracing off, a no-op span still costs a header parse and a context switch per
+        # message, for nothing: leave it out.
+        self._span = tracing.consuming(
+            durable, raw.subject, raw.headers, message.type, message.event_id,
+            message.case_id, message.deliveries) if tracing.tracing_enabled() else None
+
+    def __enter__(self) -> None:
+        self._case.__enter__()
+        if self._span is not None:
+            self._span.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if self._span is not None:
+                self._span.__exit__(*exc)
+        finally:
+            self._case.__exit__(*exc)
+
+
+async def load_histories(pool: asyncpg.Pool, store: CaseStore, case_ids: Sequence[UUID]
+                         ) -> dict[UUID, list[Any]]:
+    """The domain events of several cases, read in one query and decoded as the store
+    decodes them (one round trip for a batch instead of one per case)."""
+    rows = await pool.fetch(
+        f"SELECT originator_id, originator_version, topic, state FROM {EVENTS_TABLE} "
+        "WHERE originator_id = ANY($1::uuid[]) ORDER BY originator_id, originator_version",
+        list(case_ids))
+    out: dict[UUID, list[Any]] = {}
+    for r in rows:
+        out.setdefault(r["originator_id"], []).append(store.decode(
+            r["originator_id"], r["originator_version"], r["topic"], r["state"]))
+    return out
+
+
+async def moved_since_read(pool: asyncpg.Pool, histories: dict[UUID, list[Any]],
+                           service: str) -> list[UUID]:
+    """The cases another writer appended to since their histories were read.
+
+    Asked just before the append of a batch: deciding a batch takes a while, and a case
+    appended to meanwhile would make the whole transaction fail on optimistic concurrency
+    (routing and deadlines both append to every new case); re-reading those few cases
+    first is far cheaper than redoing the batch."""
+    if not histories:
+        return []
+    rows = await pool.fetch(
+        f"SELECT originator_id, max(originator_version) AS head FROM {EVENTS_TABLE} "
+        "WHERE originator_id = ANY($1::uuid[]) GROUP BY originator_id", list(histories))
+    moved = [r["originator_id"] for r in rows
+             if r["head"] != histories[r["originator_id"]][-1].originator_version]
+    if moved:
+        REREAD.labels(service).inc(len(moved))
+    return moved
+
+
+def rebuild(events: Sequence[Any]) -> Any:
+    """An aggregate from its domain events, as the store's repository builds it."""
+    aggregate = None
+    for e in events:
+        aggregate = e.mutate(aggregate)
+    return aggregate
+
+
+def first_contexts(deliveries: Sequence[Delivery]) -> dict[UUID, contextvars.Context]:
+    """Each case's context: that of its first message in the batch (its events are stored
+    with that message's trace)."""
+    out: dict[UUID, contextvars.Context] = {}
+    for d in deliveries:
+        out.setdefault(UUID(d.case_id), d.context)
+    return out
+
+
+def failures_by_delivery(deliveries: Sequence[Delivery],
+                         failed: dict[UUID, BaseException]) -> dict[int, BaseException]:
+    """The failures of cases, as the failures of every message of the batch about them."""
+    if not failed:
+        return {}
+    return {i: failed[UUID(d.case_id)] for i, d in enumerate(deliveries)
+            if UUID(d.case_id) in failed}
+
+
+async def _unused(_: BusMessage) -> None:  # pragma: no cover - BatchConsumer never calls it
+    raise AssertionError("a batch consumer handles batches")
+
+
+def consume_batches(runtime: Any, durable: str, event_types: list[str],
+                    handler: BatchHandler, **options: Any) -> BatchConsumer:
+    """Like `Runtime.consume`, with a batch handler (reported and stopped like the others)."""
+    options.setdefault("service", runtime.name)
+    consumer = BatchConsumer(runtime.bus, durable, event_types, handler, **options)
+    runtime.consumers.append(consumer)
+    runtime.spawn(consumer.run(runtime.stopping), f"consumer:{durable}")
+    return consumer
