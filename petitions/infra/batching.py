@@ -218,6 +218,24 @@ def rebuild(events: Sequence[Any]) -> Any:
     return aggregate
 
 
+async def decide_fresh(pool: asyncpg.Pool, store: CaseStore, service: str,
+                       histories: dict[UUID, list[Any]], decided: dict[UUID, Any],
+                       failed: dict[UUID, BaseException],
+                       decide: Callable[[dict[UUID, list[Any]]],
+                                        tuple[dict[UUID, Any], dict[UUID, BaseException]]],
+                       ) -> tuple[dict[UUID, Any], dict[UUID, BaseException]]:
+    """The batch's decisions with those of the cases another writer appended to since they
+    were read made again on their fresh histories: re-reading the few that moved is
+    cheaper than losing the whole batch's transaction to them."""
+    moved = await moved_since_read(pool, histories, service)
+    if not moved:
+        return decided, failed
+    fresh = await load_histories(pool, store, moved)
+    again, failed_again = await asyncio.to_thread(decide, fresh)
+    return ({**{k: v for k, v in decided.items() if k not in fresh}, **again},
+            {**{k: v for k, v in failed.items() if k not in fresh}, **failed_again})
+
+
 def first_contexts(deliveries: Sequence[Delivery]) -> dict[UUID, contextvars.Context]:
     """Each case's context: that of its first message in the batch (its events are stored
     with that message's trace)."""

@@ -18,12 +18,11 @@ from eventsourcing.persistence import IntegrityError
 from petitions.infra.batching import (
     CONFLICTS,
     Delivery,
+    decide_fresh,
     failures_by_delivery,
     first_contexts,
     load_histories,
-    moved_since_read,
 )
-from petitions.infra.bus import BusMessage
 from petitions.infra.store import ConcurrencyConflict
 from services.deadlines import timers
 from services.deadlines.engine import DEADLINES_ACTOR, ClockEngine, Reconciled
@@ -38,9 +37,6 @@ class DeadlinesHandler:
         self.engine = engine
         self.pool = pool
         self.attempts = 20
-
-    async def on_message(self, msg: BusMessage) -> None:
-        await self.process(UUID(msg.case_id))
 
     async def process(self, case_id: UUID) -> Reconciled | None:
         """Reconcile one case's clocks and store its timers."""
@@ -63,14 +59,10 @@ class DeadlinesHandler:
         for attempt in range(self.attempts):
             histories = await load_histories(self.pool, engine.store, case_ids)
             decided, failed = await asyncio.to_thread(engine.decide_many, histories)
-            # Routing appends to the same new cases: re-read and decide again the few it
-            # appended to meanwhile, rather than lose the whole transaction to them.
-            moved = await moved_since_read(self.pool, histories, "deadlines")
-            if moved:
-                fresh = await load_histories(self.pool, engine.store, moved)
-                again, failed_again = await asyncio.to_thread(engine.decide_many, fresh)
-                decided = {**{k: v for k, v in decided.items() if k not in fresh}, **again}
-                failed = {**{k: v for k, v in failed.items() if k not in fresh}, **failed_again}
+            # Routing appends to the same new cases meanwhile.
+            decided, failed = await decide_fresh(self.pool, engine.store, "deadlines",
+                                                 histories, decided, failed,
+                                                 engine.decide_many)
             try:
                 await asyncio.to_thread(engine.save_decided, decided, contexts)
             except IntegrityError:

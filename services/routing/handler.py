@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -20,13 +19,12 @@ from petitions.domain.values import Actor, CaseStatus
 from petitions.infra.batching import (
     CONFLICTS,
     Delivery,
+    decide_fresh,
     failures_by_delivery,
     first_contexts,
     load_histories,
-    moved_since_read,
     rebuild,
 )
-from petitions.infra.bus import BusMessage
 from petitions.infra.store import CaseStore, ConcurrencyConflict
 
 ROUTING_ACTOR = Actor(id="routing-service", role="service")
@@ -43,10 +41,6 @@ class RoutingHandler:
         self.directory = directory
         self.clock = clock
 
-    async def on_case_needs_routing(self, msg: BusMessage) -> None:
-        """One message (the batch path is `on_batch`)."""
-        await asyncio.to_thread(self._update, UUID(msg.case_id))
-
     async def on_batch(self, deliveries: Sequence[Delivery]) -> dict[int, BaseException]:
         """Route the cases of a batch of messages: read them in one query, decide each, and
         append every decision in one transaction. Cases another writer appended to while
@@ -59,12 +53,8 @@ class RoutingHandler:
         for attempt in range(self.attempts):
             histories = await load_histories(self.pool, self.store, case_ids)
             changed, failed = await asyncio.to_thread(self._decide, histories)
-            moved = await moved_since_read(self.pool, histories, "routing")
-            if moved:
-                fresh = await load_histories(self.pool, self.store, moved)
-                again, failed_again = await asyncio.to_thread(self._decide, fresh)
-                changed = {**{k: v for k, v in changed.items() if k not in fresh}, **again}
-                failed = {**{k: v for k, v in failed.items() if k not in fresh}, **failed_again}
+            changed, failed = await decide_fresh(self.pool, self.store, "routing", histories,
+                                                 changed, failed, self._decide)
             try:
                 await asyncio.to_thread(self._save, list(changed.values()), contexts)
                 return failures_by_delivery(deliveries, failed)
@@ -94,20 +84,6 @@ class RoutingHandler:
     def _save(self, cases: list[Case], contexts: dict[UUID, contextvars.Context]) -> None:
         if cases:
             self.store.save(*cases, contexts=[contexts[c.id] for c in cases])
-
-    def _update(self, case_id: UUID, attempts: int = 20) -> None:
-        for attempt in range(attempts):
-            case = self.store.get(case_id)
-            if case is None:
-                return
-            self.route(case)
-            try:
-                self.store.save(case)
-                return
-            except IntegrityError:
-                CONFLICTS.labels("routing").inc()
-                time.sleep(min(0.002 * 2**attempt, 0.2))
-        raise ConcurrencyConflict(f"case {case_id}: gave up after {attempts} conflicting writes")
 
     def route(self, case: Case) -> None:
         # Idempotent: a redelivered message finds the case already routed.
