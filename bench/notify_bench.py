@@ -1,6 +1,7 @@
 """Notify's webhook throughput and latency, on embedded PostgreSQL and NATS.
 
     python -m bench.notify_bench [--rate 1000] [--duration 5]
+    python -m bench.notify_bench cpu [N]     # CPU per event of fold, plan+render, body
 
 What it does, all on loopback and all removed at the end:
   1. embedded PostgreSQL and NATS in a temporary directory (or POSTGRES_DSN / NATS_URL), a
@@ -305,8 +306,10 @@ def _register(store: Any, n: int) -> list[Any]:
             content="村里重新分配宅基地时漏掉了我家", requests=["重新丈量并登记"], people_count=1,
             petitioner=Petitioner(name="张三", phone="13800000000"), received_at=now,
             submission_digest=uuid.uuid4().hex, actor=clerk, at=now))
-    for i in range(0, n, 500):
-        store.save(*cases[i:i + 500])
+    # 100 per transaction: a pipelined insert of several hundred Registered events at once
+    # was seen to stall (client and server both waiting) on this machine
+    for i in range(0, n, 100):
+        store.save(*cases[i:i + 100])
     return cases
 
 
@@ -368,9 +371,82 @@ def _wait_recorded(dsn: str, n: int, deadline: float) -> float | None:
             time.sleep(0.2)
 
 
+def cpu(n: int = 2000) -> dict[str, float]:
+    """CPU (process time, ms) per RoutedToUnit of notify's pure path: fold the case, plan and
+    render the slip, build, scan, encode and sign the webhook body. Process time, not wall
+    time, so a busy shared machine disturbs it far less than the end-to-end run."""
+    from petitions.domain.directory import Directory
+    from petitions.infra.settings import REPO_ROOT as ROOT
+    from services.notify.config import Contacts, Routes
+    from services.notify.confidentiality import assert_clean, identity_terms
+    from services.notify.documents import Renderer
+    from services.notify.facts import fold
+    from services.notify.handler import webhook_payload
+    from services.notify.plan import Planner, Trigger
+    from services.notify.repository import Delivery, delivery_id
+    from services.notify.webhook import encode_body, sign
+
+    def load(name: str) -> Any:
+        return json.loads((ROOT / "config" / name).read_text("utf-8"))
+
+    planner = Planner(Directory.from_dict(load("directory.json")),
+                      Routes.from_dict(load("notify-routes.json")),
+                      Contacts.from_dict(load("notify-contacts.json")), Renderer())
+    case = _register_one()
+    rows = _rows(case)
+    phases = {"fold": 0.0, "plan+render": 0.0, "body (payload, scan, encode, sign)": 0.0}
+    for i in range(n + 50):  # the first 50 warm the caches and are not counted
+        t0 = time.process_time()
+        facts = fold(str(case.id), rows)
+        t1 = time.process_time()
+        etype, version, at, data = rows[-1]
+        plan = planner.plan(facts, Trigger(str(case.id), version, etype, at, data))
+        t2 = time.process_time()
+        for p in plan.deliveries:
+            d = Delivery(delivery_id(p.key), p.event_id, p.recipient, p.channel, case.id,
+                         p.trigger_version, p.division, p.kind, p.party,
+                         [doc.id for doc in p.documents], p.optional, "sending", 1)
+            body = encode_body(webhook_payload(d, p.documents))
+            assert_clean(body.decode(), identity_terms(facts))
+            sign("bench-secret", body)
+        t3 = time.process_time()
+        if i >= 50:
+            for name, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                phases[name] += dt
+    return {name: round(total * 1000 / n, 3) for name, total in phases.items()}
+
+
+def _register_one() -> Any:
+    from petitions.domain.case import Case
+    from petitions.domain.values import Actor, Category, Channel, Petitioner
+
+    now = datetime.now(UTC)
+    case = Case.register(
+        case_id=uuid.uuid4(), case_number="330106-2026-000001", channel=Channel.LETTER,
+        category=Category.APPEAL, division="330106", subject="land",
+        content="村里重新分配宅基地时漏掉了我家", requests=["重新丈量并登记"], people_count=1,
+        petitioner=Petitioner(name="张三", phone="13800000000"), received_at=now,
+        submission_digest=uuid.uuid4().hex,
+        actor=Actor(id="bench-clerk", role="intake_clerk", jurisdiction="330106"), at=now)
+    case.route_to_unit(unit_id="land-330106", unit_name="西湖区自然资源和规划局",
+                       rule_id="bench", rule_set_version="bench", explanation="bench",
+                       actor=Actor(id="routing-service", role="service"), at=now)
+    return case
+
+
+def _rows(case: Any) -> list[tuple[str, int, str, dict[str, Any]]]:
+    from petitions.infra.events import event_data
+
+    return [(type(e).__name__, e.originator_version, e.timestamp.isoformat(), event_data(e))
+            for e in case.collect_events()]
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["receiver"]:
         _receiver_main(int(argv[1]))
+        return 0
+    if argv[:1] == ["cpu"]:  # python -m bench.notify_bench cpu [N]
+        print(json.dumps(cpu(int(argv[1]) if len(argv) > 1 else 2000), ensure_ascii=False))
         return 0
     parser = argparse.ArgumentParser(prog="python -m bench.notify_bench")
     parser.add_argument("--rate", type=float, default=1000.0)

@@ -47,8 +47,11 @@ def _meaningful(key: str, value: str) -> bool:
     return len(value) >= 4
 
 
+_NON_DIGIT = re.compile(r"\D")
+
+
 def _digits(text: str) -> str:
-    return re.sub(r"\D", "", text)
+    return _NON_DIGIT.sub("", text)
 
 
 def _pattern_source(term: str) -> str:
@@ -86,11 +89,14 @@ def _scrub(value: Any, matcher: re.Pattern[str]) -> Any:
 
 
 @functools.lru_cache(maxsize=4096)
-def _numbers_of(terms: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(d for d in (_digits(t) for t in terms) if len(d) >= 7)
-
-
-_NUMBER_RUN = re.compile(r"\d[\d \-]*\d")
+def _number_matcher(terms: tuple[str, ...]) -> re.Pattern[str] | None:
+    """The identity numbers (7+ digits) with any spaces or hyphens between their digits: a
+    match is exactly a number that a run of digits, spaces and hyphens holds once its
+    separators are stripped. One search instead of splitting every number in the text."""
+    numbers = dict.fromkeys(d for d in (_digits(t) for t in terms) if len(d) >= 7)
+    if not numbers:
+        return None
+    return re.compile("|".join(r"[ \-]*".join(n) for n in numbers))
 
 
 def find_identity(text: str, terms: Iterable[str]) -> list[str]:
@@ -100,10 +106,9 @@ def find_identity(text: str, terms: Iterable[str]) -> list[str]:
     if matcher is None:
         return []
     found = ["term" for _ in matcher.finditer(text)]
-    numbers = _numbers_of(key)
-    if numbers and not found:
-        runs = [_digits(m) for m in _NUMBER_RUN.findall(text)]
-        found = ["number" for n in numbers if any(n in run for run in runs)]
+    numbers = _number_matcher(key)
+    if numbers is not None and not found:
+        found = ["number" for _ in numbers.finditer(text)]
     return found
 
 

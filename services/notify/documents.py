@@ -10,6 +10,7 @@ too) with reportlab's built-in CID font STSong-Light: Chinese renders without fo
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import uuid
@@ -142,10 +143,12 @@ class Renderer:
         template = env.get_template(f"{kind}.html")
         html = template.render(**context)
         text = env.get_template(f"{kind}.txt").render(**context).strip()
-        return html, text, _template_label(template.filename or kind, self.roots)
+        return html, text, _template_label(template.filename or kind, tuple(self.roots))
 
 
-def _template_label(filename: str, roots: list[Path]) -> str:
+@functools.lru_cache(maxsize=1024)
+def _template_label(filename: str, roots: tuple[Path, ...]) -> str:
+    """The template's path below its root; cached, as the same few files serve every render."""
     path = Path(filename)
     for root in roots:
         try:

@@ -181,7 +181,7 @@ class Notifier:
     async def _load_cases(self) -> None:
         while True:
             batch = [await self._loads.get()]
-            while len(batch) < 128 and not self._loads.empty():
+            while len(batch) < 256 and not self._loads.empty():
                 batch.append(self._loads.get_nowait())
             try:
                 records = await self.repo.pool.fetch(

@@ -98,8 +98,11 @@ def main() -> None:
         notifier.start()
         mount_routes(app, notifier, IdentityReads(runtime.pool), utc_now)
         await refresh_consumer_filter(runtime, "notify", list(TRIGGERS))
+        # pulls of up to 256: the cases of one pull are loaded with one query and their plans
+        # written in one transaction, so a larger pull costs less per event under load (a pull
+        # returns what is there, so a quiet stream still gets single events at once)
         runtime.consume("notify", list(TRIGGERS), notifier.on_event,
-                        ack_wait=max(30.0, settings.webhook_timeout_s * 4))
+                        ack_wait=max(30.0, settings.webhook_timeout_s * 4), batch=256)
 
         async def deliveries() -> None:
             try:

@@ -234,6 +234,12 @@ def test_scrub_and_guard():
         assert_clean("联系 138 0000 0000", terms)
     assert "13800000000" not in str(err.value)
     assert_clean("案件 330106-2026-000042 2026年10月13日", terms)  # numbers that are not identity
+    # separators the term matcher does not allow for (several, mixed) still hit as a number
+    for spaced in ("138 - 0000 - 0000", "1 3 8 0 0 0 0 0 0 0 0", "身份证3301061990  0101-1234"):
+        with pytest.raises(ConfidentialityBreach):
+            assert_clean(spaced, terms)
+    # digits of the number split by anything else are another matter
+    assert_clean("138/0000/0000 138.0000.0000", terms)
 
 
 def test_templates_autoescape(planner):
