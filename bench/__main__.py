@@ -11,7 +11,9 @@ that fails is reported and the others still run):
      concurrencies and the same fixed rate, on the same database;
   3. end to end: one JetStream hop as the baseline, then fresh services and a webhook receiver,
      200 petitions/s for 10 s; then (diagnostic) the same at a rate the system keeps up with;
-  4. projection rebuild over 100,000 events against a plain SELECT of the same rows.
+  4. projection rebuild over 100,000 events against a plain SELECT of the same rows;
+  5. the audit and timer measurements, then notify alone delivering webhooks at 1,000/s
+     (its own servers and receiver, signed POSTs straight to the receiver as the baseline).
 
 `python -m bench --help` for durations, rates and `--only`.
 """
@@ -31,7 +33,15 @@ from typing import Any
 
 import asyncpg
 
-from bench import audit_bench, pipeline, projection, report, routing, timers_bench
+from bench import (
+    audit_bench,
+    notify_bench,
+    pipeline,
+    projection,
+    report,
+    routing,
+    timers_bench,
+)
 from bench.pgwatch import LockWatch
 from bench.procs import CpuMeter, Group, status_kb
 from bench.report import Row, md_list_table, ratio
@@ -314,6 +324,15 @@ def phase_measurements(name: str, stack: Stack, out: dict[str, Any]) -> None:
     out.setdefault("measurement_rows", []).extend(module.run(stack.infra.postgres_dsn))
 
 
+def phase_notify(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """Webhook deliveries from notify alone (its own servers, receiver and baseline)."""
+    log(f"phase: notify at {args.notify_rate:.0f} deliveries/s")
+    rows = notify_bench.run(rate=args.notify_rate, duration=args.notify_duration)
+    out.setdefault("measurement_rows", []).extend(
+        {**r, "baseline": r.get("baseline") or "—", "target": r.get("target") or "—"}
+        for r in rows)
+
+
 def _fmt_ms(v: float | None) -> str:
     return "—" if v is None else f"{v:.1f} ms"
 
@@ -540,7 +559,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="max seconds to wait for the end-to-end notices")
     p.add_argument("--drain-between", type=float, default=20.0,
                    help="max seconds to let the consumers catch up between intake runs")
-    p.add_argument("--only", default="routing,intake,alone,baseline,e2e,projection,audit,timers",
+    p.add_argument("--notify-rate", type=float, default=1000.0,
+                   help="webhook deliveries/s offered to notify")
+    p.add_argument("--notify-duration", type=float, default=5.0)
+    p.add_argument("--only",
+                   default="routing,intake,alone,baseline,e2e,projection,audit,timers,notify",
                    help="comma-separated phases to run")
     p.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
     a = p.parse_args(argv)
@@ -593,6 +616,7 @@ def main(argv: list[str]) -> int:
             phase("projection", phase_projection, stack, args, out)
             phase("audit", phase_measurements, "audit", stack, out)
             phase("timers", phase_measurements, "timers", stack, out)
+            phase("notify", phase_notify, args, out)
         except KeyboardInterrupt:
             interrupted = True
             log("interrupted; stopping everything this run started")
