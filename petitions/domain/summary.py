@@ -6,6 +6,7 @@ summary in place; `fold_summary` and `fold_events` work on a copy of what they a
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -316,7 +317,7 @@ def _refresh_lifecycle(s: Summary) -> None:
         extended=s["extension"] is not None,
         reply_received=bool(reply and reply["received_on"]),
     )
-    s["allowed_actions"] = actions_allowed(s.get("status"), flags)
+    s["allowed_actions"] = list(_actions_allowed(s.get("status"), flags))
     file = s["file"]
     handled = (s["acceptance"] or {}).get("decision") == "accepted"
     needs_file = handled and s.get("status") not in CLOSES_WITHOUT_FILE
@@ -326,6 +327,13 @@ def _refresh_lifecycle(s: Summary) -> None:
         has_petitioner_signature=file["petitioner_signature"] is not None,
         anonymous=bool(s.get("anonymous")),
     ) if needs_file else []}
+
+
+@functools.lru_cache(maxsize=512)
+def _actions_allowed(status: str | None, flags: Flags) -> tuple[str, ...]:
+    # A few dozen (status, flags) pairs cover every case: rebuilding a projection asks for
+    # the same ones for every case.
+    return tuple(actions_allowed(status, flags))
 
 
 def _advance(event_type: str):

@@ -111,8 +111,9 @@ def fold_domain_events(case_id: UUID, events: Iterable[Any]) -> dict[str, Any] |
 # -- decoding stored events for the read side ------------------------------------------------
 
 Decoder = Callable[[UUID, int, str, bytes], Any]
-# (type name, timestamp, data): what the read side needs of an event.
-DecodedEvent = tuple[str, datetime, dict[str, Any]]
+# (type name, recorded at (ISO 8601, as `timestamp.isoformat()`), data): what the read side
+# needs of an event.
+DecodedEvent = tuple[str, str, dict[str, Any]]
 _TYPE_MARK = b'"_type_"'
 _JSON = json.JSONDecoder()
 
@@ -178,17 +179,19 @@ class EventDecoder:
         stamp = fields.pop("timestamp", None)
         if (type(stamp) is dict and stamp.get("_type_") == "datetime_iso"
                 and plain.count(_TYPE_MARK) == 1):
-            timestamp = datetime.fromisoformat(stamp["_data_"])
+            # Stored as datetime.isoformat() wrote it: the string is what isoformat() of the
+            # decoded datetime would give again.
+            recorded_at = stamp["_data_"]
         else:
             fields = self._transcoder.decode(plain)
-            timestamp = fields.pop("timestamp")
+            recorded_at = fields.pop("timestamp").isoformat()
         from_version = fields.pop("class_version", 1)
         while from_version < class_version:
             getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(fields)
             from_version += 1
         for key in _STATE_ONLY:
             fields.pop(key, None)
-        return name, timestamp, fields
+        return name, recorded_at, fields
 
 
 _STATE_ONLY = ("originator_id", "originator_version", "originator_topic")
@@ -215,7 +218,7 @@ class GenericDecoder:
 
     def decode(self, case_id: UUID, version: int, topic: str, state: bytes) -> DecodedEvent:
         e = self._decode(case_id, version, topic, bytes(state))
-        return type(e).__name__, e.timestamp, event_data(e)
+        return type(e).__name__, e.timestamp.isoformat(), event_data(e)
 
 
 def fold_stored(decoder: EventDecoder | GenericDecoder, case_id: UUID,
@@ -233,8 +236,8 @@ def fold_stored(decoder: EventDecoder | GenericDecoder, case_id: UUID,
     for i, (version, topic, state) in enumerate(rows):
         if at is None and i != last and not changes_summary(decoder.type_name(topic)):
             continue
-        name, timestamp, data = decoder.decode(case_id, version, topic, state)
-        if at is not None and timestamp > at:
+        name, recorded_at, data = decoder.decode(case_id, version, topic, state)
+        if at is not None and datetime.fromisoformat(recorded_at) > at:
             break
-        summary = apply_event(summary, cid, name, version, timestamp.isoformat(), data)
+        summary = apply_event(summary, cid, name, version, recorded_at, data)
     return refresh_derived(summary) if summary is not None else None

@@ -11,11 +11,12 @@ the rebuild stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
@@ -89,7 +90,7 @@ class CaseSummaryProjection:
             pass
         return self.position
 
-    async def rebuild(self, *, fetch: int = 10_000, copy_rows: int = 5_000) -> int:
+    async def rebuild(self, *, fetch: int = 10_000, copy_rows: int = 2_000) -> int:
         """Replace the read model by the whole log folded afresh; returns the position it
         reached (the live projector goes on from there)."""
         async with self.pool.acquire() as conn:
@@ -97,13 +98,34 @@ class CaseSummaryProjection:
             # the snapshot the log is read from and the position stored with its result.
             await conn.execute("SELECT pg_advisory_lock($1)", PROJECTION_LOCK_KEY)
             try:
-                async with conn.transaction(isolation="repeatable_read"):
-                    position = await _rebuild_in(conn, self.decoder, fetch, copy_rows)
-                    await self.positions.set(READER, position, conn)
+                position = await self._rebuild_locked(conn, fetch, copy_rows)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", PROJECTION_LOCK_KEY)
         self.position = position
         return await self.catch_up()
+
+    async def _rebuild_locked(self, conn: asyncpg.Connection, fetch: int,
+                              copy_rows: int) -> int:
+        # The new table is committed before the snapshot, so that a second connection can
+        # COPY into it while this one reads and folds (the server parses one batch while
+        # Python folds the next). A rebuild that died left it behind: start afresh.
+        await conn.execute(f"DROP TABLE IF EXISTS {_NEXT}")
+        await conn.execute(f"CREATE TABLE {_NEXT} (LIKE case_summaries INCLUDING ALL "
+                           f"EXCLUDING INDEXES)")
+        try:
+            async with _writer(self.pool, conn) as writer:
+                # One snapshot for the whole log, and its newest position.
+                async with conn.transaction(isolation="repeatable_read"):
+                    position = int(await conn.fetchval(
+                        f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}"))
+                    await _fill(conn, writer, self.decoder, fetch, copy_rows)
+                # The swap and the position together; the lock still keeps projectors out.
+                async with writer.transaction():
+                    await _swap_in(writer)
+                    await self.positions.set(READER, position, writer)
+        finally:
+            await conn.execute(f"DROP TABLE IF EXISTS {_NEXT}")  # left only by a failure
+        return position
 
     async def _apply(self, conn: asyncpg.Connection, events: list[LoggedEvent]) -> None:
         ids = list({e.case_id for e in events})
@@ -173,7 +195,7 @@ _CASE_ROWS = (f"SELECT originator_id, originator_version, topic, state, notifica
 _CASE_ID = itemgetter(0)
 _INDEXES = """
 SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition,
-       con.conname AS constraint_name, con.contype AS constraint_type
+       con.conname AS constraint_name, con.contype::text AS constraint_type
 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
 WHERE i.indrelid = 'case_summaries'::regclass ORDER BY c.relname
@@ -182,38 +204,56 @@ _INDEX_DEF = re.compile(r"^(CREATE (?:UNIQUE )?INDEX )(\S+)( ON (?:ONLY )?)(\S+)
                         re.DOTALL)
 
 
-async def _rebuild_in(conn: asyncpg.Connection, decoder: EventDecoder | GenericDecoder,
-                      fetch: int, copy_rows: int) -> int:
-    """Fill a fresh table from the log as this transaction's snapshot shows it, swap it in
-    for case_summaries; returns the position of the snapshot's newest event."""
-    position = int(await conn.fetchval(
-        f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}"))
-    indexes = await conn.fetch(_INDEXES)
-    # Columns, defaults and NOT NULLs as the live table has them; indexes come after the
-    # rows (building them once is cheaper than keeping them up to date row by row).
-    await conn.execute(f"CREATE TABLE {_NEXT} (LIKE case_summaries INCLUDING ALL "
-                       f"EXCLUDING INDEXES)")
+@contextlib.asynccontextmanager
+async def _writer(pool: asyncpg.Pool, reader: asyncpg.Connection
+                  ) -> AsyncIterator[asyncpg.Connection]:
+    """A second connection for the COPYs, or the reading one when the pool has no other."""
+    if pool.get_max_size() < 2:
+        yield reader
+        return
+    async with pool.acquire() as writer:
+        yield writer
+
+
+async def _fill(conn: asyncpg.Connection, writer: asyncpg.Connection,
+                decoder: EventDecoder | GenericDecoder, fetch: int, copy_rows: int) -> None:
+    """Fold every case in `conn`'s snapshot of the log into rows COPYed into the new table,
+    one COPY in flight beside the folding."""
     pending: list[tuple[Any, ...]] = []
+    copying: asyncio.Task[Any] | None = None
     cursor = await conn.cursor(_CASE_ROWS, CASE_EVENT_TOPIC_PREFIX)
     carried: list[asyncpg.Record] = []
-    while True:
-        batch = await cursor.fetch(fetch)
-        last_batch = len(batch) < fetch
-        groups = itertools.groupby(carried + batch if carried else batch, _CASE_ID)
-        cases = [(case_id, list(rows)) for case_id, rows in groups]
-        # The last case of a full batch may go on in the next one.
-        carried = cases.pop()[1] if cases and not last_batch else []
-        for case_id, rows in cases:
-            row = _case_row(decoder, case_id, rows)
-            if row is not None:
-                pending.append(row)
-        if len(pending) >= copy_rows or (last_batch and pending):
-            await conn.copy_records_to_table(_NEXT, records=pending, columns=_COLUMNS)
-            pending = []
-        if last_batch:
-            break
-    await _swap_in(conn, indexes)
-    return position
+    try:
+        while True:
+            batch = await cursor.fetch(fetch)
+            last_batch = len(batch) < fetch
+            groups = itertools.groupby(carried + batch if carried else batch, _CASE_ID)
+            cases = [(case_id, list(rows)) for case_id, rows in groups]
+            # The last case of a full batch may go on in the next one.
+            carried = cases.pop()[1] if cases and not last_batch else []
+            for case_id, rows in cases:
+                row = _case_row(decoder, case_id, rows)
+                if row is not None:
+                    pending.append(row)
+                if len(pending) >= copy_rows:
+                    copying = await _copy(writer, copying, pending)
+                    pending = []
+            if last_batch:
+                break
+        copying = await _copy(writer, copying, pending)
+    finally:
+        if copying is not None:
+            await copying
+
+
+async def _copy(writer: asyncpg.Connection, previous: asyncio.Task[Any] | None,
+                rows: list[tuple[Any, ...]]) -> asyncio.Task[Any] | None:
+    if previous is not None:
+        await previous
+    if not rows:
+        return None
+    return asyncio.ensure_future(
+        writer.copy_records_to_table(_NEXT, records=rows, columns=_COLUMNS))
 
 
 def _case_row(decoder: EventDecoder | GenericDecoder, case_id: UUID,
@@ -228,10 +268,10 @@ def _case_row(decoder: EventDecoder | GenericDecoder, case_id: UUID,
     for i, (_, version, topic, state, _) in enumerate(rows):
         if i != last and not changes_summary(decoder.type_name(topic)):
             continue
-        name, timestamp, data = decoder.decode(case_id, version, topic, state)
+        name, recorded_at, data = decoder.decode(case_id, version, topic, state)
         if name == "Registered":
             keys = _matching_keys(data)
-        summary = apply_event(summary, cid, name, version, timestamp.isoformat(), data)
+        summary = apply_event(summary, cid, name, version, recorded_at, data)
     if summary is None or summary.get("case_number") is None:
         return None
     refresh_derived(summary)
@@ -239,9 +279,10 @@ def _case_row(decoder: EventDecoder | GenericDecoder, case_id: UUID,
     return _row(case_id, summary, rows[0][4], keys)
 
 
-async def _swap_in(conn: asyncpg.Connection, indexes: Sequence[asyncpg.Record]) -> None:
+async def _swap_in(conn: asyncpg.Connection) -> None:
     """Give the new table the old one's indexes and constraints under the same names, and
-    put it in the old one's place (readers wait only for these statements)."""
+    put it in the old one's place (readers wait only for the last few statements)."""
+    indexes = await conn.fetch(_INDEXES)
     renames = []
     for ix in indexes:
         match = _INDEX_DEF.match(ix["definition"])
