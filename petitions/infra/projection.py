@@ -15,6 +15,8 @@ import contextlib
 import itertools
 import json
 import logging
+import multiprocessing
+import os
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
@@ -90,35 +92,51 @@ class CaseSummaryProjection:
             pass
         return self.position
 
-    async def rebuild(self, *, fetch: int = 10_000, copy_rows: int = 2_000) -> int:
+    async def rebuild(self, *, fetch: int = 10_000, copy_rows: int = 2_000,
+                      workers: int = 1, dsn: str | None = None) -> int:
         """Replace the read model by the whole log folded afresh; returns the position it
-        reached (the live projector goes on from there)."""
+        reached (the live projector goes on from there).
+
+        With `workers` > 1 and the database's `dsn`, forked processes fold disjoint ranges of
+        case ids beside this one, all from the same snapshot (folding is CPU-bound Python)."""
         async with self.pool.acquire() as conn:
             # Session-level, taken before the snapshot: no projector commits a batch between
             # the snapshot the log is read from and the position stored with its result.
             await conn.execute("SELECT pg_advisory_lock($1)", PROJECTION_LOCK_KEY)
             try:
-                position = await self._rebuild_locked(conn, fetch, copy_rows)
+                position = await self._rebuild_locked(
+                    conn, fetch, copy_rows, workers if dsn else 1, dsn)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", PROJECTION_LOCK_KEY)
         self.position = position
         return await self.catch_up()
 
-    async def _rebuild_locked(self, conn: asyncpg.Connection, fetch: int,
-                              copy_rows: int) -> int:
+    async def _rebuild_locked(self, conn: asyncpg.Connection, fetch: int, copy_rows: int,
+                              workers: int, dsn: str | None) -> int:
         # The new table is committed before the snapshot, so that a second connection can
         # COPY into it while this one reads and folds (the server parses one batch while
         # Python folds the next). A rebuild that died left it behind: start afresh.
         await conn.execute(f"DROP TABLE IF EXISTS {_NEXT}")
         await conn.execute(f"CREATE TABLE {_NEXT} (LIKE case_summaries INCLUDING ALL "
-                           f"EXCLUDING INDEXES)")
+                           f"EXCLUDING INDEXES) {_STORAGE}")
         try:
             async with _writer(self.pool, conn) as writer:
                 # One snapshot for the whole log, and its newest position.
                 async with conn.transaction(isolation="repeatable_read"):
                     position = int(await conn.fetchval(
                         f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}"))
-                    await _fill(conn, writer, self.decoder, fetch, copy_rows)
+                    ranges = _case_ranges(workers)
+                    forked = []
+                    if len(ranges) > 1:
+                        snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+                        forked = [_fork(dsn, snapshot, r, self.decoder, fetch, copy_rows)
+                                  for r in ranges[1:]]
+                    try:
+                        await _fill(conn, writer, self.decoder, fetch, copy_rows, ranges[0])
+                    finally:
+                        failed = [p.exitcode for p in await _joined(forked) if p.exitcode]
+                    if failed:
+                        raise RuntimeError(f"projection rebuild: a worker failed ({failed})")
                 # The swap and the position together; the lock still keeps projectors out.
                 async with writer.transaction():
                     await _swap_in(writer)
@@ -184,6 +202,7 @@ def _row(case_id: UUID, s: dict[str, Any], position: int,
 # -- rebuild ----------------------------------------------------------------------------------
 
 _NEXT = "case_summaries_rebuild"
+_STORAGE = ""
 _COLUMNS = ("case_id", "case_number", "division", "status", "category", "channel", "unit_id",
             "registered_at", "registered_position", "version", "summary", "petitioner_key",
             "content_digest")
@@ -191,7 +210,9 @@ _COLUMNS = ("case_id", "case_number", "division", "status", "category", "channel
 # events share the log but not this view, and are never decoded.
 _CASE_ROWS = (f"SELECT originator_id, originator_version, topic, state, notification_id "
               f"FROM {EVENTS_TABLE} WHERE starts_with(topic, $1) "
+              f"AND originator_id >= $2 AND ($3::uuid IS NULL OR originator_id < $3) "
               f"ORDER BY originator_id, originator_version")
+CaseRange = tuple[UUID, UUID | None]
 _CASE_ID = itemgetter(0)
 _INDEXES = """
 SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition,
@@ -215,13 +236,66 @@ async def _writer(pool: asyncpg.Pool, reader: asyncpg.Connection
         yield writer
 
 
-async def _fill(conn: asyncpg.Connection, writer: asyncpg.Connection,
+def _case_ranges(n: int) -> list[CaseRange]:
+    """`n` ranges of case ids about as full as each other (ids are random UUIDs)."""
+    bounds = [UUID(int=(i << 128) // n) for i in range(n)]
+    return [(lo, bounds[i + 1] if i + 1 < n else None) for i, lo in enumerate(bounds)]
+
+
+def _fork(dsn: str | None, snapshot: str, case_range: CaseRange,
+          decoder: EventDecoder | GenericDecoder, fetch: int,
+          copy_rows: int) -> multiprocessing.process.BaseProcess:
+    # Forked, not spawned: the child starts at once with the modules and the decoder (its
+    # key) it needs, and touches nothing else of the parent's.
+    process = multiprocessing.get_context("fork").Process(
+        target=_worker, args=(dsn, snapshot, case_range, decoder, fetch, copy_rows),
+        daemon=True)
+    process.start()
+    return process
+
+
+async def _joined(processes: list[multiprocessing.process.BaseProcess]
+                  ) -> list[multiprocessing.process.BaseProcess]:
+    for p in processes:
+        await asyncio.to_thread(p.join)
+    return processes
+
+
+def _worker(dsn: str, snapshot: str, case_range: CaseRange,
+            decoder: EventDecoder | GenericDecoder, fetch: int, copy_rows: int) -> None:
+    code = 1
+    try:
+        asyncio.run(_work(dsn, snapshot, case_range, decoder, fetch, copy_rows))
+        code = 0
+    except BaseException:  # noqa: BLE001 - reported to the parent by the exit code
+        log.exception("projection rebuild worker failed")
+    finally:
+        # No interpreter shutdown: the parent's inherited connections and threads are not
+        # this process's to close.
+        os._exit(code)
+
+
+async def _work(dsn: str, snapshot: str, case_range: CaseRange,
                 decoder: EventDecoder | GenericDecoder, fetch: int, copy_rows: int) -> None:
-    """Fold every case in `conn`'s snapshot of the log into rows COPYed into the new table,
-    one COPY in flight beside the folding."""
+    reader = await asyncpg.connect(dsn)
+    writer = await asyncpg.connect(dsn)
+    try:
+        async with reader.transaction(isolation="repeatable_read", readonly=True):
+            await reader.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            await _fill(reader, writer, decoder, fetch, copy_rows, case_range)
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+async def _fill(conn: asyncpg.Connection, writer: asyncpg.Connection,
+                decoder: EventDecoder | GenericDecoder, fetch: int, copy_rows: int,
+                case_range: CaseRange) -> None:
+    """Fold every case of `case_range` in `conn`'s snapshot of the log into rows COPYed into
+    the new table, one COPY in flight beside the folding."""
     pending: list[tuple[Any, ...]] = []
     copying: asyncio.Task[Any] | None = None
-    cursor = await conn.cursor(_CASE_ROWS, CASE_EVENT_TOPIC_PREFIX)
+    cursor = await conn.cursor(_CASE_ROWS, CASE_EVENT_TOPIC_PREFIX, *case_range)
     carried: list[asyncpg.Record] = []
     try:
         while True:

@@ -16,6 +16,7 @@ from eventsourcing.persistence import StoredEvent
 from petitions.domain.case import Case
 from petitions.domain.values import Actor, local_date
 from petitions.infra.audit import summary_as_of
+from petitions.infra.dsn import as_uri
 from petitions.infra.events import (
     EventDecoder,
     GenericDecoder,
@@ -204,7 +205,8 @@ async def _indexes(pool) -> list[tuple[str, str]]:
     return [tuple(r) for r in rows] + [tuple(r) for r in constraints]
 
 
-async def test_rebuild_reproduces_what_following_the_log_built(pool, store, event_log):
+async def test_rebuild_reproduces_what_following_the_log_built(pool, store, event_log,
+                                                              test_env):
     cases = [new_case() for _ in range(12)]
     await asyncio.to_thread(store.save, *cases)
     await asyncio.to_thread(store.app.save, Unrelated.make("not a case"))
@@ -232,6 +234,11 @@ async def test_rebuild_reproduces_what_following_the_log_built(pool, store, even
         plain = CaseSummaryProjection(pool, event_log, decoder=GenericDecoder(store.decode))
         assert await plain.rebuild() == head
         assert await _table(pool) == followed
+        # and so do three processes, each folding its range of case ids
+        assert await projection.rebuild(workers=3, dsn=as_uri(test_env.postgres_dsn),
+                                        fetch=4, copy_rows=2) == head
+        assert await _table(pool) == followed
+        assert await _indexes(pool) == indexes
         assert await query.fetchval(cases[0].id) == before
 
     # the position is the log's head, and the live projector goes on from there
@@ -245,7 +252,9 @@ async def test_rebuild_reproduces_what_following_the_log_built(pool, store, even
     assert (row["unit_id"], row["version"]) == ("u9", 2)
 
 
-async def test_a_failed_rebuild_leaves_the_projection_as_it_was(pool, store, event_log):
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_failed_rebuild_leaves_the_projection_as_it_was(pool, store, event_log,
+                                                                test_env, workers):
     await asyncio.to_thread(store.save, new_case())
     projection = CaseSummaryProjection(pool, event_log)
     await projection.catch_up()
@@ -255,9 +264,9 @@ async def test_a_failed_rebuild_leaves_the_projection_as_it_was(pool, store, eve
         def decode(self, *args):
             raise ValueError("cannot decode")
 
-    with pytest.raises(ValueError):
-        await CaseSummaryProjection(pool, event_log,
-                                    decoder=Broken(store.decode)).rebuild(copy_rows=1)
+    with pytest.raises((ValueError, RuntimeError)):
+        await CaseSummaryProjection(pool, event_log, decoder=Broken(store.decode)).rebuild(
+            copy_rows=1, workers=workers, dsn=as_uri(test_env.postgres_dsn))
     assert await _table(pool) == before
     assert await projection.positions.get(READER) == position
     assert await pool.fetchval("SELECT to_regclass('case_summaries_rebuild')") is None
