@@ -118,7 +118,7 @@ class CaseSummaryProjection:
         # Python folds the next). A rebuild that died left it behind: start afresh.
         await conn.execute(f"DROP TABLE IF EXISTS {_NEXT}")
         await conn.execute(f"CREATE TABLE {_NEXT} (LIKE case_summaries INCLUDING ALL "
-                           f"EXCLUDING INDEXES) {_STORAGE}")
+                           f"EXCLUDING INDEXES)")
         try:
             async with _writer(self.pool, conn) as writer:
                 # One snapshot for the whole log, and its newest position.
@@ -202,7 +202,6 @@ def _row(case_id: UUID, s: dict[str, Any], position: int,
 # -- rebuild ----------------------------------------------------------------------------------
 
 _NEXT = "case_summaries_rebuild"
-_STORAGE = ""
 _COLUMNS = ("case_id", "case_number", "division", "status", "category", "channel", "unit_id",
             "registered_at", "registered_position", "version", "summary", "petitioner_key",
             "content_digest")
@@ -312,6 +311,8 @@ async def _fill(conn: asyncpg.Connection, writer: asyncpg.Connection,
                 if len(pending) >= copy_rows:
                     copying = await _copy(writer, copying, pending)
                     pending = []
+                    if writer is conn:  # one connection: the COPY ends before the next fetch
+                        copying = await _copy(writer, copying, [])
             if last_batch:
                 break
         copying = await _copy(writer, copying, pending)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
 import pytest
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
@@ -17,6 +18,7 @@ from petitions.domain.case import Case
 from petitions.domain.values import Actor, local_date
 from petitions.infra.audit import summary_as_of
 from petitions.infra.dsn import as_uri
+from petitions.infra.eventlog import EventLog
 from petitions.infra.events import (
     EventDecoder,
     GenericDecoder,
@@ -287,3 +289,14 @@ async def test_a_case_as_of_every_version_is_the_fold_of_its_first_events(pool, 
         assert await summary_as_of(pool, store.decode, case.id, at=at) == expected
     assert (await summary_as_of(pool, store.decode, case.id))["notices"]["f1"]["state"] == \
         "delivered"
+
+
+async def test_a_pool_of_one_connection_rebuilds_too(pool, store, test_env):
+    await asyncio.to_thread(store.save, *[new_case() for _ in range(5)])
+    async with asyncpg.create_pool(as_uri(test_env.postgres_dsn), min_size=1,
+                                   max_size=1) as single:
+        projection = CaseSummaryProjection(single, EventLog(single, store.decode))
+        await projection.catch_up()
+        followed = await _table(single)
+        assert await projection.rebuild(fetch=3, copy_rows=2) == await projection.log.head()
+        assert await _table(single) == followed
