@@ -25,7 +25,9 @@ import psycopg
 from bench.report import print_measurements
 from petitions.domain.case import Case
 from petitions.domain.values import Actor, Category, Channel, Petitioner
-from petitions.infra.audit import CaseAudit, fold_events, summary_as_of
+from petitions.domain.summary import fold_events
+from petitions.infra.audit import CaseAudit, summary_as_of
+from petitions.infra.events import EventDecoder
 from petitions.infra.dsn import as_uri
 from petitions.infra.schema import migrate
 from petitions.infra.settings import CommonAuthSettings
@@ -36,7 +38,8 @@ SERVICE = Actor(id="bench-service", role="service")
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 LONG_CASE_EVENTS = 1_000
-REBUILD_RUNS = 60
+# Enough runs for a stable 95th percentile (the target is on it: every version, not most).
+REBUILD_RUNS = 300
 REBUILD_TARGET_MS = 20.0
 VERIFY_EVENTS = 100_000
 EVENTS_PER_CASE = 4
@@ -106,7 +109,8 @@ def write_cases(store: CaseStore, n_events: int, per_case: int = EVENTS_PER_CASE
 async def measure_rebuild(store: CaseStore, dsn: str, case: Case, runs: int = REBUILD_RUNS
                           ) -> dict[str, Any]:
     """The case as of a random version, as `GET /v1/cases/{id}?as_of=<version>` rebuilds it
-    (read the rows, decrypt and decode each event, fold_summary), beside reading the rows."""
+    (read the rows, decode each event to plain data, fold the summary), beside reading the
+    rows."""
     rng = random.Random(7)
     versions = [rng.randint(1, case.version) for _ in range(runs)]
     pool = await asyncpg.create_pool(as_uri(dsn), min_size=1, max_size=2)
@@ -128,14 +132,17 @@ async def measure_rebuild(store: CaseStore, dsn: str, case: Case, runs: int = RE
             t = time.perf_counter()
             await summary_as_of(pool, store.decode, case.id, version=case.version)
             full.append((time.perf_counter() - t) * 1000)
-        # Where the time goes, for the whole case: decoding (AES-GCM, JSON) and folding.
+        # Where the time goes, for the whole case: decoding (AES-GCM, JSON, upcasting) and
+        # folding, as summary_as_of does them.
         rows = await pool.fetch(f"SELECT originator_version, topic, state FROM {EVENTS_TABLE} "
                                 f"WHERE originator_id = $1 ORDER BY originator_version", case.id)
+        decoder = EventDecoder.for_decode(store.decode)
         for _ in range(5):
             t = time.perf_counter()
-            events = [store.decode(case.id, v, topic, state) for v, topic, state in rows]
+            events = [decoder.decode(case.id, v, topic, state) for v, topic, state in rows]
             t1 = time.perf_counter()
-            fold_events(case.id, events)
+            fold_events(None, str(case.id), ((name, v, at, data) for (v, _, _), (name, at, data)
+                                             in zip(rows, events)))
             decode_ms.append((t1 - t) * 1000)
             fold_ms.append((time.perf_counter() - t1) * 1000)
     finally:
@@ -219,14 +226,14 @@ def run(dsn: str) -> list[dict[str, Any]]:
     select_eps = statistics.median(verify["select_eps"])
     return [
         {"what": f"rebuild a {LONG_CASE_EVENTS:,}-event case as of a random version "
-                 f"(decode + fold_summary, {REBUILD_RUNS} runs)",
+                 f"(decode + fold, {REBUILD_RUNS} runs)",
          "measured": f"median {med:.1f} ms, p95 {p95:.1f} ms; all {LONG_CASE_EVENTS:,} events "
                      f"{statistics.median(rebuild['full_ms']):.1f} ms (decode "
                      f"{rebuild['decode_full_ms']:.1f} + fold {rebuild['fold_full_ms']:.1f})",
          "baseline": f"plain SELECT of the same rows: median "
                      f"{statistics.median(rebuild['select_ms']):.1f} ms",
-         "target": f"< {REBUILD_TARGET_MS:.0f} ms",
-         "met": med < REBUILD_TARGET_MS,  # typical (median) rebuild; p95 shown beside it
+         "target": f"p95 < {REBUILD_TARGET_MS:.0f} ms",
+         "met": p95 < REBUILD_TARGET_MS,  # at any version, so on the 95th percentile
          "details": {"median_ms": med, "p95_ms": p95,
                      "max_ms": max(rebuild["rebuild_ms"]),
                      "full_case_median_ms": statistics.median(rebuild["full_ms"]),

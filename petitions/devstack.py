@@ -252,6 +252,9 @@ def _print_banner(infra: Infrastructure, env: dict[str, str], services: list[Ser
     print("\n".join(lines), flush=True)
 
 
+REBUILD_WORKERS = 2
+
+
 async def _rebuild(dsn: str) -> int:
     import asyncpg
 
@@ -265,7 +268,9 @@ async def _rebuild(dsn: str) -> int:
     store = CaseStore(dsn, pool_size=1, cipher_key=CommonAuthSettings().payload_encryption_key)
     pool = await asyncpg.create_pool(as_uri(dsn), min_size=1, max_size=2)
     try:
-        return await CaseSummaryProjection(pool, EventLog(pool, store.decode)).rebuild()
+        # Two processes fold disjoint ranges of cases: the fold is CPU-bound Python.
+        return await CaseSummaryProjection(pool, EventLog(pool, store.decode)).rebuild(
+            workers=REBUILD_WORKERS, dsn=as_uri(dsn))
     finally:
         await pool.close()
         store.close()

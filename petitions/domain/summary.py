@@ -1,10 +1,12 @@
 """The case summary read model, as a pure fold over a case's events.
 
 The projection stores exactly what `fold_summary` returns, so rebuilding from the log
-reproduces it, and the same fold serves a case straight from the store.
+reproduces it, and the same fold serves a case straight from the store. Appliers change the
+summary in place; `fold_summary` and `fold_events` work on a copy of what they are given.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -24,28 +26,56 @@ Summary = dict[str, Any]
 
 def fold_summary(summary: Summary | None, case_id: str, event_type: str, version: int,
                  recorded_at: str, data: dict[str, Any], *, refresh: bool = True) -> Summary:
-    """Apply one event. `refresh=False` skips the derived lifecycle fields, for folding many
-    events at once (`refresh_derived` once at the end gives the same result)."""
-    apply = _APPLIERS.get(event_type)
-    if summary is None:
-        summary = _empty(case_id)
-    summary = {**summary, "version": version, "updated_at": recorded_at}
-    if apply is not None:
-        apply(summary, data, version, recorded_at)
+    """Apply one event to a copy of `summary` (which stays as it was). `refresh=False` skips
+    the derived lifecycle fields, for folding many events at once (`refresh_derived` once at
+    the end gives the same result)."""
+    summary = apply_event(None if summary is None else _copy(summary), case_id, event_type,
+                          version, recorded_at, data)
     if refresh:
         _refresh_lifecycle(summary)
     return summary
 
 
+def apply_event(summary: Summary | None, case_id: str, event_type: str, version: int,
+                recorded_at: str, data: dict[str, Any]) -> Summary:
+    """As `fold_summary(..., refresh=False)`, but changes `summary` in place: for a caller
+    that owns it (a fold from nothing, a summary just read from storage). Copying the summary
+    for every event made folding a case with many notices quadratic."""
+    if summary is None:
+        summary = _empty(case_id)
+    summary["version"] = version
+    summary["updated_at"] = recorded_at
+    apply = _APPLIERS.get(event_type)
+    if apply is not None:
+        apply(summary, data, version, recorded_at)
+    return summary
+
+
+def changes_summary(event_type: str) -> bool:
+    """Whether an event of this type changes more than `version` and `updated_at`: the others
+    need not be decoded unless they are the newest event folded."""
+    return event_type in _APPLIERS
+
+
 def fold_events(summary: Summary | None, case_id: str,
                 events: Iterable[tuple[str, int, str, dict[str, Any]]]) -> Summary | None:
     """Fold (type, version, recorded_at, data) events, deriving lifecycle fields once."""
+    if summary is not None:
+        summary = _copy(summary)
     for event_type, version, recorded_at, data in events:
-        summary = fold_summary(summary, case_id, event_type, version, recorded_at, data,
-                               refresh=False)
+        summary = apply_event(summary, case_id, event_type, version, recorded_at, data)
     if summary is not None:
         _refresh_lifecycle(summary)
     return summary
+
+
+def _copy(value: Any) -> Any:
+    """A copy of a summary sharing no dict or list with it (appliers change them in place)."""
+    if type(value) is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_copy(v) for v in value]
+    return value
 
 
 def refresh_derived(summary: Summary) -> Summary:
@@ -98,11 +128,11 @@ def _non_acceptance_proposed(s: Summary, d: dict[str, Any], version: int, at: st
 
 def _transferred(s: Summary, d: dict[str, Any], version: int, at: str) -> None:
     s["division"] = d["to_division"]
-    s["jurisdictions"] = [*s.get("jurisdictions", [d["from_division"]]), d["to_division"]]
+    s.setdefault("jurisdictions", [d["from_division"]]).append(d["to_division"])
     s["unit"] = None
     s["routing_proposal"] = None
-    s["transfers"] = [*s.get("transfers", []),
-                      {"from": d["from_division"], "to": d["to_division"], "at": at}]
+    s.setdefault("transfers", []).append(
+        {"from": d["from_division"], "to": d["to_division"], "at": at})
 
 
 def _reassigned(s: Summary, d: dict[str, Any], version: int, at: str) -> None:
@@ -111,39 +141,32 @@ def _reassigned(s: Summary, d: dict[str, Any], version: int, at: str) -> None:
 
 
 def _remit_dispute(s: Summary, d: dict[str, Any], version: int, at: str) -> None:
-    s["remit_disputes"] = [*s.get("remit_disputes", []),
-                           {"units": d["units"], "common_superior": d["common_superior"],
-                            "at": at}]
+    s.setdefault("remit_disputes", []).append(
+        {"units": d["units"], "common_superior": d["common_superior"], "at": at})
 
 
 def _clock_started(s: Summary, d: dict[str, Any], version: int, at: str) -> None:
-    s["deadlines"] = {
-        **s["deadlines"],
-        d["clock"]: {
-            "started_on": d["started_on"],
-            "due_on": d["due_on"],
-            "length": d["length"],
-            "day_kind": d["day_kind"],
-            "explanation": d["explanation"],
-            "provisional": d["provisional"],
-            "state": "running",
-        },
+    s["deadlines"][d["clock"]] = {
+        "started_on": d["started_on"],
+        "due_on": d["due_on"],
+        "length": d["length"],
+        "day_kind": d["day_kind"],
+        "explanation": d["explanation"],
+        "provisional": d["provisional"],
+        "state": "running",
     }
 
 
 def _notice(state: str):
     def apply(s: Summary, d: dict[str, Any], version: int, at: str) -> None:
         final_state = "dead_lettered" if d.get("final") else state
-        s["notices"] = {
-            **s["notices"],
-            d["notice_id"]: {
-                "kind": d["kind"],
-                "recipient": d["recipient"],
-                "channel": d["channel"],
-                "attempts": d["attempts"],
-                "state": final_state,
-                "at": at,
-            },
+        s["notices"][d["notice_id"]] = {
+            "kind": d["kind"],
+            "recipient": d["recipient"],
+            "channel": d["channel"],
+            "attempts": d["attempts"],
+            "state": final_state,
+            "at": at,
         }
 
     return apply
@@ -155,27 +178,26 @@ def _repeat(s: Summary, d: dict[str, Any], version: int, at: str) -> None:
 
 
 def _duplicate(s: Summary, d: dict[str, Any], version: int, at: str) -> None:
-    s["merged_duplicates"] = [*s.get("merged_duplicates", []),
-                              {"channel": d["channel"], "source": d["source"], "at": at}]
+    s.setdefault("merged_duplicates", []).append(
+        {"channel": d["channel"], "source": d["source"], "at": at})
 
 
 def _escalated(s: Summary, d: dict[str, Any], version: int, at: str) -> None:
-    s["leader_escalations"] = [*s.get("leader_escalations", []),
-                               {"trigger": d["trigger"], "at": at}]
+    s.setdefault("leader_escalations", []).append({"trigger": d["trigger"], "at": at})
 
 
 def _notice_requeued(s: Summary, d: dict[str, Any], at: str) -> None:
     before = s["notices"].get(d["notice_id"], {})
-    s["notices"] = {**s["notices"], d["notice_id"]: {
+    s["notices"][d["notice_id"]] = {
         "kind": d["kind"], "recipient": d["recipient"], "channel": d["channel"],
-        "attempts": before.get("attempts", 0), "state": "requeued", "at": at}}
+        "attempts": before.get("attempts", 0), "state": "requeued", "at": at}
 
 
 def _emergency(s: Summary, d: dict[str, Any], version: int, at: str) -> None:
     # Time, place, scale and nature only: the people involved stay in the history.
-    s["emergencies"] = [*s.get("emergencies", []), {
+    s.setdefault("emergencies", []).append({
         "occurred_at": d["occurred_at"], "place": d["place"], "scale": d["scale"],
-        "nature": d["nature"], "version": version, "at": at}]
+        "nature": d["nature"], "version": version, "at": at})
 
 
 _APPLIERS = {
@@ -206,8 +228,8 @@ _APPLIERS = {
 
 
 def _with_clock(s: Summary, clock: str, **changes: Any) -> None:
-    entry = {**s["deadlines"].get(clock, {"clock": clock}), **changes}
-    s["deadlines"] = {**s["deadlines"], clock: entry}
+    deadlines = s["deadlines"]
+    deadlines[clock] = {**deadlines.get(clock, {"clock": clock}), **changes}
     s["overdue"] = any(d.get("state") == "overdue" for d in s["deadlines"].values())
 
 
@@ -246,9 +268,9 @@ def _clock_missed(s: Summary, d: dict[str, Any], version: int, at: str) -> None:
 
 
 def _escalation_proposed(s: Summary, d: dict[str, Any], version: int, at: str) -> None:
-    s["escalations_proposed"] = [*s.get("escalations_proposed", []), {
+    s.setdefault("escalations_proposed", []).append({
         "clock": d["clock"], "key": d["key"], "proposed_action": d["proposed_action"],
-        "reason": d.get("reason", ""), "version": version, "at": at}]
+        "reason": d.get("reason", ""), "version": version, "at": at})
 
 
 _APPLIERS.update({
@@ -295,7 +317,7 @@ def _refresh_lifecycle(s: Summary) -> None:
         extended=s["extension"] is not None,
         reply_received=bool(reply and reply["received_on"]),
     )
-    s["allowed_actions"] = actions_allowed(s.get("status"), flags)
+    s["allowed_actions"] = list(_actions_allowed(s.get("status"), flags))
     file = s["file"]
     handled = (s["acceptance"] or {}).get("decision") == "accepted"
     needs_file = handled and s.get("status") not in CLOSES_WITHOUT_FILE
@@ -305,6 +327,13 @@ def _refresh_lifecycle(s: Summary) -> None:
         has_petitioner_signature=file["petitioner_signature"] is not None,
         anonymous=bool(s.get("anonymous")),
     ) if needs_file else []}
+
+
+@functools.lru_cache(maxsize=512)
+def _actions_allowed(status: str | None, flags: Flags) -> tuple[str, ...]:
+    # A few dozen (status, flags) pairs cover every case: rebuilding a projection asks for
+    # the same ones for every case.
+    return tuple(actions_allowed(status, flags))
 
 
 def _advance(event_type: str):
@@ -356,9 +385,8 @@ def _progress(s: Summary, d: dict[str, Any], version: int, at: str) -> None:
 def _hearing(s: Summary, d: dict[str, Any], version: int, at: str) -> None:
     stage = {"under_review": "review", "under_re_review": "re_review"}.get(s["status"],
                                                                           "handling")
-    s["hearings"] = [*s.get("hearings", []), {"held_on": d["held_on"],
-                                              "duration_days": d["duration_days"],
-                                              "stage": stage}]
+    s.setdefault("hearings", []).append({"held_on": d["held_on"],
+                                         "duration_days": d["duration_days"], "stage": stage})
     if stage != "handling":
         current = s[stage]
         s[stage] = {**current, "hearing_days": current["hearing_days"] + d["duration_days"]}
@@ -407,7 +435,7 @@ def _stage_opinion(stage: str, event_type: str):
 
 
 def _return_visit(s: Summary, d: dict[str, Any], version: int, at: str) -> None:
-    s["return_visits"] = [*s.get("return_visits", []), _keep(d, "satisfaction", "visited_on")]
+    s.setdefault("return_visits", []).append(_keep(d, "satisfaction", "visited_on"))
     s["satisfaction"] = d["satisfaction"]
 
 

@@ -11,7 +11,7 @@ import asyncio
 import base64
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
@@ -29,8 +29,7 @@ from petitions.domain.audit import (
     chain_intact,
     verify_chain,
 )
-from petitions.domain.summary import fold_summary, refresh_derived
-from petitions.infra.events import event_data, fold_domain_events, history_entry
+from petitions.infra.events import EventDecoder, fold_domain_events, fold_stored, history_entry
 from petitions.infra.identity import IdentityReads, redact_identity
 from petitions.infra.store import EVENTS_TABLE
 
@@ -188,20 +187,12 @@ def fold_events(case_id: UUID, events: Iterable[Any]) -> dict[str, Any] | None:
     return fold_domain_events(case_id, events)
 
 
-def fold_as_of(decode: Decoder, case_id: UUID, rows: Iterable[Any],
+def fold_as_of(decode: Decoder, case_id: UUID, rows: Sequence[Any],
                at: datetime | None = None) -> dict[str, Any] | None:
     """Fold stored rows (version, topic, state), in version order, into the case summary; with
-    `at`, only the prefix recorded at or before it (an event is never recorded before its
-    predecessor, so the first one recorded later ends the prefix). None: nothing to fold."""
-    summary = None
-    cid = str(case_id)
-    for version, topic, state in rows:
-        e = decode(case_id, version, topic, state)
-        if at is not None and e.timestamp > at:
-            break
-        summary = fold_summary(summary, cid, type(e).__name__, version, e.timestamp.isoformat(),
-                               event_data(e), refresh=False)
-    return refresh_derived(summary) if summary is not None else None
+    `at`, only the prefix recorded at or before it. None: nothing to fold. Decodes straight
+    to plain data (`EventDecoder`) when `decode` is a store's."""
+    return fold_stored(EventDecoder.for_decode(decode), case_id, rows, at)
 
 
 async def summary_as_of(pool: asyncpg.Pool, decode: Decoder, case_id: UUID, *,

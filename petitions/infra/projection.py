@@ -2,22 +2,40 @@
 
 Each batch's rows and the reader position are written in one transaction, so a crash never
 applies an event twice or skips one.
+
+A rebuild reads the log case by case from one snapshot, folds each case once, COPYs the rows
+into a fresh table and swaps it in with the position of that snapshot, in one transaction:
+queries keep reading the old table meanwhile, and the live projector resumes exactly where
+the rebuild stopped.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import logging
+import multiprocessing
+import os
+import re
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from petitions.domain.matching import content_fingerprint
-from petitions.domain.summary import fold_summary, refresh_derived
+from petitions.domain.summary import apply_event, changes_summary, refresh_derived
 from petitions.infra.eventlog import EventLog, LogWaker, Positions
-from petitions.infra.events import LoggedEvent
+from petitions.infra.events import (
+    CASE_EVENT_TOPIC_PREFIX,
+    EventDecoder,
+    GenericDecoder,
+    LoggedEvent,
+)
+from petitions.infra.store import EVENTS_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +44,14 @@ PROJECTION_LOCK_KEY = 727_100_003
 
 
 class CaseSummaryProjection:
-    def __init__(self, pool: asyncpg.Pool, log_: EventLog, *, batch: int = 1000) -> None:
+    def __init__(self, pool: asyncpg.Pool, log_: EventLog, *, batch: int = 1000,
+                 decoder: EventDecoder | GenericDecoder | None = None) -> None:
         self.pool = pool
         self.log = log_
         self.positions = Positions(pool)
         self.batch = batch
         self.position = 0
+        self.decoder = decoder or EventDecoder.for_decode(log_.decode)
 
     async def run(self, stopping: asyncio.Event, poll_interval: float = 0.5) -> None:
         """Follow the log. Several replicas may run this; an advisory lock picks one."""
@@ -72,13 +92,58 @@ class CaseSummaryProjection:
             pass
         return self.position
 
-    async def rebuild(self) -> int:
-        """Drop the read model and replay the whole log into it."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", PROJECTION_LOCK_KEY)
-            await conn.execute("TRUNCATE case_summaries")
-            await self.positions.set(READER, 0, conn)
+    async def rebuild(self, *, fetch: int = 10_000, copy_rows: int = 2_000,
+                      workers: int = 1, dsn: str | None = None) -> int:
+        """Replace the read model by the whole log folded afresh; returns the position it
+        reached (the live projector goes on from there).
+
+        With `workers` > 1 and the database's `dsn`, forked processes fold disjoint ranges of
+        case ids beside this one, all from the same snapshot (folding is CPU-bound Python)."""
+        async with self.pool.acquire() as conn:
+            # Session-level, taken before the snapshot: no projector commits a batch between
+            # the snapshot the log is read from and the position stored with its result.
+            await conn.execute("SELECT pg_advisory_lock($1)", PROJECTION_LOCK_KEY)
+            try:
+                position = await self._rebuild_locked(
+                    conn, fetch, copy_rows, workers if dsn else 1, dsn)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", PROJECTION_LOCK_KEY)
+        self.position = position
         return await self.catch_up()
+
+    async def _rebuild_locked(self, conn: asyncpg.Connection, fetch: int, copy_rows: int,
+                              workers: int, dsn: str | None) -> int:
+        # The new table is committed before the snapshot, so that a second connection can
+        # COPY into it while this one reads and folds (the server parses one batch while
+        # Python folds the next). A rebuild that died left it behind: start afresh.
+        await conn.execute(f"DROP TABLE IF EXISTS {_NEXT}")
+        await conn.execute(f"CREATE TABLE {_NEXT} (LIKE case_summaries INCLUDING ALL "
+                           f"EXCLUDING INDEXES)")
+        try:
+            async with _writer(self.pool, conn) as writer:
+                # One snapshot for the whole log, and its newest position.
+                async with conn.transaction(isolation="repeatable_read"):
+                    position = int(await conn.fetchval(
+                        f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}"))
+                    ranges = _case_ranges(workers)
+                    forked = []
+                    if len(ranges) > 1:
+                        snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+                        forked = [_fork(dsn, snapshot, r, self.decoder, fetch, copy_rows)
+                                  for r in ranges[1:]]
+                    try:
+                        await _fill(conn, writer, self.decoder, fetch, copy_rows, ranges[0])
+                    finally:
+                        failed = [p.exitcode for p in await _joined(forked) if p.exitcode]
+                    if failed:
+                        raise RuntimeError(f"projection rebuild: a worker failed ({failed})")
+                # The swap and the position together; the lock still keeps projectors out.
+                async with writer.transaction():
+                    await _swap_in(writer)
+                    await self.positions.set(READER, position, writer)
+        finally:
+            await conn.execute(f"DROP TABLE IF EXISTS {_NEXT}")  # left only by a failure
+        return position
 
     async def _apply(self, conn: asyncpg.Connection, events: list[LoggedEvent]) -> None:
         ids = list({e.case_id for e in events})
@@ -92,9 +157,10 @@ class CaseSummaryProjection:
         for e in events:
             if e.type == "Registered":
                 keys[e.case_id] = _matching_keys(e.data)
-            current[e.case_id] = fold_summary(
+            # The summaries were just read or made here: folding in place is safe.
+            current[e.case_id] = apply_event(
                 current.get(e.case_id), str(e.case_id), e.type, e.version,
-                e.recorded_at.isoformat(), e.data, refresh=False,
+                e.recorded_at.isoformat(), e.data,
             )
             first_seen.setdefault(e.case_id, e.position)
         for case_id in {e.case_id for e in events}:
@@ -131,3 +197,182 @@ def _row(case_id: UUID, s: dict[str, Any], position: int,
         (s.get("unit") or {}).get("unit_id"), datetime.fromisoformat(s["registered_at"]),
         position, s["version"], json.dumps(s, ensure_ascii=False), keys[0], keys[1],
     )
+
+
+# -- rebuild ----------------------------------------------------------------------------------
+
+_NEXT = "case_summaries_rebuild"
+_COLUMNS = ("case_id", "case_number", "division", "status", "category", "channel", "unit_id",
+            "registered_at", "registered_position", "version", "summary", "petitioner_key",
+            "content_digest")
+# Case events, case by case in version order (the primary key's order); other aggregates'
+# events share the log but not this view, and are never decoded.
+_CASE_ROWS = (f"SELECT originator_id, originator_version, topic, state, notification_id "
+              f"FROM {EVENTS_TABLE} WHERE starts_with(topic, $1) "
+              f"AND originator_id >= $2 AND ($3::uuid IS NULL OR originator_id < $3) "
+              f"ORDER BY originator_id, originator_version")
+CaseRange = tuple[UUID, UUID | None]
+_CASE_ID = itemgetter(0)
+_INDEXES = """
+SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition,
+       con.conname AS constraint_name, con.contype::text AS constraint_type
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+WHERE i.indrelid = 'case_summaries'::regclass ORDER BY c.relname
+"""
+_INDEX_DEF = re.compile(r"^(CREATE (?:UNIQUE )?INDEX )(\S+)( ON (?:ONLY )?)(\S+)( USING .*)$",
+                        re.DOTALL)
+
+
+@contextlib.asynccontextmanager
+async def _writer(pool: asyncpg.Pool, reader: asyncpg.Connection
+                  ) -> AsyncIterator[asyncpg.Connection]:
+    """A second connection for the COPYs, or the reading one when the pool has no other."""
+    if pool.get_max_size() < 2:
+        yield reader
+        return
+    async with pool.acquire() as writer:
+        yield writer
+
+
+def _case_ranges(n: int) -> list[CaseRange]:
+    """`n` ranges of case ids about as full as each other (ids are random UUIDs)."""
+    bounds = [UUID(int=(i << 128) // n) for i in range(n)]
+    return [(lo, bounds[i + 1] if i + 1 < n else None) for i, lo in enumerate(bounds)]
+
+
+def _fork(dsn: str | None, snapshot: str, case_range: CaseRange,
+          decoder: EventDecoder | GenericDecoder, fetch: int,
+          copy_rows: int) -> multiprocessing.process.BaseProcess:
+    # Forked, not spawned: the child starts at once with the modules and the decoder (its
+    # key) it needs, and touches nothing else of the parent's.
+    process = multiprocessing.get_context("fork").Process(
+        target=_worker, args=(dsn, snapshot, case_range, decoder, fetch, copy_rows),
+        daemon=True)
+    process.start()
+    return process
+
+
+async def _joined(processes: list[multiprocessing.process.BaseProcess]
+                  ) -> list[multiprocessing.process.BaseProcess]:
+    for p in processes:
+        await asyncio.to_thread(p.join)
+    return processes
+
+
+def _worker(dsn: str, snapshot: str, case_range: CaseRange,
+            decoder: EventDecoder | GenericDecoder, fetch: int, copy_rows: int) -> None:
+    code = 1
+    try:
+        asyncio.run(_work(dsn, snapshot, case_range, decoder, fetch, copy_rows))
+        code = 0
+    except BaseException:  # noqa: BLE001 - reported to the parent by the exit code
+        log.exception("projection rebuild worker failed")
+    finally:
+        # No interpreter shutdown: the parent's inherited connections and threads are not
+        # this process's to close.
+        os._exit(code)
+
+
+async def _work(dsn: str, snapshot: str, case_range: CaseRange,
+                decoder: EventDecoder | GenericDecoder, fetch: int, copy_rows: int) -> None:
+    reader = await asyncpg.connect(dsn)
+    writer = await asyncpg.connect(dsn)
+    try:
+        async with reader.transaction(isolation="repeatable_read", readonly=True):
+            await reader.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            await _fill(reader, writer, decoder, fetch, copy_rows, case_range)
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+async def _fill(conn: asyncpg.Connection, writer: asyncpg.Connection,
+                decoder: EventDecoder | GenericDecoder, fetch: int, copy_rows: int,
+                case_range: CaseRange) -> None:
+    """Fold every case of `case_range` in `conn`'s snapshot of the log into rows COPYed into
+    the new table, one COPY in flight beside the folding."""
+    pending: list[tuple[Any, ...]] = []
+    copying: asyncio.Task[Any] | None = None
+    cursor = await conn.cursor(_CASE_ROWS, CASE_EVENT_TOPIC_PREFIX, *case_range)
+    carried: list[asyncpg.Record] = []
+    try:
+        while True:
+            batch = await cursor.fetch(fetch)
+            last_batch = len(batch) < fetch
+            groups = itertools.groupby(carried + batch if carried else batch, _CASE_ID)
+            cases = [(case_id, list(rows)) for case_id, rows in groups]
+            # The last case of a full batch may go on in the next one.
+            carried = cases.pop()[1] if cases and not last_batch else []
+            for case_id, rows in cases:
+                row = _case_row(decoder, case_id, rows)
+                if row is not None:
+                    pending.append(row)
+                if len(pending) >= copy_rows:
+                    copying = await _copy(writer, copying, pending)
+                    pending = []
+                    if writer is conn:  # one connection: the COPY ends before the next fetch
+                        copying = await _copy(writer, copying, [])
+            if last_batch:
+                break
+        copying = await _copy(writer, copying, pending)
+    finally:
+        if copying is not None:
+            await copying
+
+
+async def _copy(writer: asyncpg.Connection, previous: asyncio.Task[Any] | None,
+                rows: list[tuple[Any, ...]]) -> asyncio.Task[Any] | None:
+    if previous is not None:
+        await previous
+    if not rows:
+        return None
+    return asyncio.ensure_future(
+        writer.copy_records_to_table(_NEXT, records=rows, columns=_COLUMNS))
+
+
+def _case_row(decoder: EventDecoder | GenericDecoder, case_id: UUID,
+              rows: Sequence[asyncpg.Record]) -> tuple[Any, ...] | None:
+    """One case's row, folded from all its events, as the live projector leaves it. An event
+    that changes nothing but `version` and `updated_at` is decoded only when it is the last:
+    later events overwrite both."""
+    summary = None
+    keys: tuple[str | None, str | None] = (None, None)
+    cid = str(case_id)
+    last = len(rows) - 1
+    for i, (_, version, topic, state, _) in enumerate(rows):
+        if i != last and not changes_summary(decoder.type_name(topic)):
+            continue
+        name, recorded_at, data = decoder.decode(case_id, version, topic, state)
+        if name == "Registered":
+            keys = _matching_keys(data)
+        summary = apply_event(summary, cid, name, version, recorded_at, data)
+    if summary is None or summary.get("case_number") is None:
+        return None
+    refresh_derived(summary)
+    # The position of the case's first event (version 1), as the live projector records it.
+    return _row(case_id, summary, rows[0][4], keys)
+
+
+async def _swap_in(conn: asyncpg.Connection) -> None:
+    """Give the new table the old one's indexes and constraints under the same names, and
+    put it in the old one's place (readers wait only for the last few statements)."""
+    indexes = await conn.fetch(_INDEXES)
+    renames = []
+    for ix in indexes:
+        match = _INDEX_DEF.match(ix["definition"])
+        if match is None:
+            raise RuntimeError(f"cannot recreate index {ix['name']}: {ix['definition']}")
+        temporary = f"{_NEXT}_{len(renames)}"
+        await conn.execute(f"{match[1]}{temporary}{match[3]}{_NEXT}{match[5]}")
+        renames.append((temporary, ix))
+    await conn.execute(f"ANALYZE {_NEXT}")
+    await conn.execute("DROP TABLE case_summaries")
+    await conn.execute(f"ALTER TABLE {_NEXT} RENAME TO case_summaries")
+    for temporary, ix in renames:
+        kind = {"p": "PRIMARY KEY", "u": "UNIQUE"}.get(ix["constraint_type"])
+        if kind is not None:
+            await conn.execute(f'ALTER TABLE case_summaries ADD CONSTRAINT '
+                               f'"{ix["constraint_name"]}" {kind} USING INDEX {temporary}')
+        else:
+            await conn.execute(f'ALTER INDEX {temporary} RENAME TO "{ix["name"]}"')
