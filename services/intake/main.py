@@ -22,7 +22,7 @@ from services.intake.auditing import CaseAuditing
 from services.intake.lifecycle import CaseLifecycle
 from services.intake.matching import OpenCaseFinder
 from services.intake.queries import CaseQueries
-from services.intake.registration import CaseNumbers, Registrar
+from services.intake.registration import Registrar
 
 
 def utc_now() -> datetime:
@@ -35,7 +35,7 @@ async def main() -> None:
     runtime = await Runtime.start("intake", settings)
     committer = GroupCommitter(runtime.store)
     committer.start()
-    registrar = Registrar(runtime.store, CaseNumbers(runtime.pool), committer,
+    registrar = Registrar(runtime.store, committer,
                           OpenCaseFinder(runtime.pool), settings.identity_hash_key.encode())
     queries = CaseQueries(runtime.pool, runtime.store)
     projection = CaseSummaryProjection(runtime.pool, runtime.log)

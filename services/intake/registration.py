@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4, uuid5
 
-import asyncpg
 from eventsourcing.persistence import IntegrityError
 
 from petitions.domain.access import Permission, Principal, require
@@ -76,35 +75,17 @@ class Registration:
     linked_as: str | None = None  # "repeat" or "duplicate" when joined to an open case
 
 
-class CaseNumbers:
-    """Human-readable numbers, unique per county and year: 330106-2026-000042.
-
-    A number is taken before the case is saved, so a failed save leaves a gap; numbers are
-    never reused.
-    """
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    async def next(self, county: str, year: int) -> str:
-        seq = await self.pool.fetchval(
-            "INSERT INTO case_numbers (county, year, last_seq) VALUES ($1, $2, 1) "
-            "ON CONFLICT (county, year) DO UPDATE SET last_seq = case_numbers.last_seq + 1 "
-            "RETURNING last_seq",
-            county, year,
-        )
-        return self.format(county, year, seq)
-
-    @staticmethod
-    def format(county: str, year: int, seq: int) -> str:
-        return f"{county}-{year}-{seq:06d}"
+def case_number(county: str, year: int, seq: int) -> str:
+    """Human-readable numbers, unique per county and year: 330106-2026-000042. The sequence
+    is taken when a new petition is screened, before its case is saved, so a failed save
+    leaves a gap; numbers are never reused."""
+    return f"{county}-{year}-{seq:06d}"
 
 
 class Registrar:
-    def __init__(self, store: CaseStore, numbers: CaseNumbers, committer: GroupCommitter,
+    def __init__(self, store: CaseStore, committer: GroupCommitter,
                  finder: OpenCaseFinder, identity_hash_key: bytes) -> None:
         self.store = store
-        self.numbers = numbers
         self.committer = committer
         self.finder = finder
         self.identity_hash_key = identity_hash_key
@@ -133,7 +114,7 @@ class Registrar:
         if screening.match is not None:
             return await self._join(screening.match, cmd, actor, at, case_id, digest)
         assert screening.seq is not None  # taken whenever nothing matched
-        number = CaseNumbers.format(cmd.division, cmd.received_at.year, screening.seq)
+        number = case_number(cmd.division, cmd.received_at.year, screening.seq)
         return await self._register_new(cmd, actor, at, case_id, digest, key, number,
                                         screening.terminated_matter)
 
