@@ -81,10 +81,10 @@ def scrub(value: Any, terms: Iterable[str]) -> Any:
 def _scrub(value: Any, matcher: re.Pattern[str]) -> Any:
     if isinstance(value, str):
         return matcher.sub(MASK, value)
-    if isinstance(value, list | tuple):
-        return type(value)(_scrub(v, matcher) for v in value)
     if isinstance(value, dict):
         return {k: _scrub(v, matcher) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)([_scrub(v, matcher) for v in value])
     return value
 
 

@@ -44,7 +44,7 @@ from services.notify.facts import CaseFacts, fold
 from services.notify.plan import TRIGGERS, PlannedDelivery, Planner, Trigger, kinds_for
 from services.notify.recorder import CaseRecorder
 from services.notify.repository import Delivery, NotifyRepository, StoredDocument
-from services.notify.webhook import DeliveryFailed, encode_body
+from services.notify.webhook import DeliveryFailed, body_text
 
 NOTIFY_ACTOR = Actor(id="notify-service", role="service")
 log = logging.getLogger(__name__)
@@ -317,10 +317,10 @@ class Notifier:
             raise PermanentFailure(f"no {d.channel} address for {d.party} {_safe_recipient(d)}")
         if d.channel == WEBHOOK:
             payload = webhook_payload(d, docs)
-            body = encode_body(payload)
+            text = body_text(payload)
             if guard:
-                assert_clean(body.decode(), terms)
-            return await self.webhook.send(address, d.key, payload, body=body)
+                assert_clean(text, terms)  # the very text whose UTF-8 bytes are sent
+            return await self.webhook.send(address, d.key, payload, body=text.encode())
         if d.channel == SMS:
             text = "\n".join(doc.text for doc in docs)[:600]
             if guard:

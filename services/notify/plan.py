@@ -197,6 +197,7 @@ class Planner:
         documents: dict[tuple[str, str], Rendered] = {}
         deliveries: dict[tuple[str, str], PlannedDelivery] = {}
         skipped: list[str] = []
+        terms = identity_terms(facts)  # the same for every document of the event
         for kind in kinds_for(trigger.type, trigger.data):
             for route in self.routes.for_kind(facts.division, kind):
                 for r in self.recipients(route.party, facts, trigger):
@@ -207,7 +208,7 @@ class Planner:
                         continue
                     doc = documents.get((kind, r.id))
                     if doc is None:
-                        doc = self.render(kind, facts, trigger, r)
+                        doc = self.render(kind, facts, trigger, r, terms)
                         documents[(kind, r.id)] = doc
                     key = (r.id, route.channel)
                     delivery = deliveries.get(key)
@@ -243,10 +244,13 @@ class Planner:
 
     # ------------------------------------------------------------------ rendering
 
-    def render(self, kind: str, facts: CaseFacts, trigger: Trigger, r: Recipient) -> Rendered:
+    def render(self, kind: str, facts: CaseFacts, trigger: Trigger, r: Recipient,
+               terms: list[str] | None = None) -> Rendered:
+        """`terms`: identity_terms(facts), when the caller already has them."""
         for_petitioner = r.party == PETITIONER
         context = self.context(kind, facts, trigger, r)
-        terms = identity_terms(facts)
+        if terms is None:
+            terms = identity_terms(facts)
         if not for_petitioner:
             context = scrub(context, terms)
         html, text, template = self.renderer.render(kind, facts.division, context)

@@ -19,9 +19,18 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+# json.dumps with options builds an encoder per call; this one is made once (same output).
+_BODY_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
+
+
+def body_text(payload: dict[str, Any]) -> str:
+    """The body as text: `encode_body` is exactly its UTF-8 bytes (to scan without decoding)."""
+    return _BODY_ENCODER.encode(payload)
+
+
 def encode_body(payload: dict[str, Any]) -> bytes:
     """The exact bytes that are signed and sent (deterministic, so a resend is identical)."""
-    return json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()
+    return body_text(payload).encode()
 
 
 class DeliveryFailed(Exception):

@@ -19,6 +19,7 @@ from services.notify.confidentiality import (
 from services.notify.documents import Renderer, cn_date, html_to_pdf
 from services.notify.facts import CaseFacts, fold
 from services.notify.plan import Planner, Trigger, kinds_for
+from services.notify.webhook import body_text, encode_body
 
 CONFIG = REPO_ROOT / "config"
 PETITIONER = {"name": "张三丰", "id_number": "330106199001011234", "phone": "13800000000",
@@ -272,6 +273,32 @@ def test_templates_fall_back_from_county_to_province_to_default(tmp_path: Path, 
     assert doc.template == "330000/acceptance_notice.html"
     assert "浙江省统一格式 330106-2026-000042" in doc.html and "<h1>受理告知书</h1>" in doc.html
     assert province.plan(facts(), accepted).documents[0].template == "330000/acceptance_notice.html"
+
+
+def test_template_lookups_on_context_dicts_keep_jinja_semantics(tmp_path: Path):
+    # fields are read as keys first, but a dict's methods, a missing field's `is defined`
+    # and attributes of non-dicts behave as Jinja has them
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / "probe.html").write_text(
+        "{{ case.subject }}|{% for k, v in case.deadlines.items() %}{{ k }}={{ v }};{% endfor %}"
+        "|{{ case.get('absent', 'none') }}|{% if case.content is defined %}C{% else %}N{% endif %}"
+        "|{{ case.keys is callable }}|{{ text.upper() }}|{{ case.subject.missing is defined }}",
+        "utf-8")
+    (tmp_path / "default" / "probe.txt").write_text("{{ case.subject }}", "utf-8")
+    html, text, template = Renderer(tmp_path).render(
+        "probe", "330106",
+        {"case": {"subject": "<宅基地>", "deadlines": {"受理": "10月13日"}, "keys": "k"},
+         "text": "ab"})
+    assert html == "&lt;宅基地&gt;|受理=10月13日;|none|N|True|AB|False"
+    assert text == "<宅基地>" and template == "default/probe.html"
+
+
+def test_webhook_body_bytes_are_the_sorted_json_encoding():
+    # a resend after an upgrade must be byte-for-byte the body signed before it
+    payload = {"b": ["交办单", {"z": 1, "a": None}], "a": "\"<>\u2028"}
+    expected = json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()
+    assert encode_body(payload) == expected
+    assert body_text(payload).encode() == expected
 
 
 def test_routes_longest_prefix_per_kind_and_validation():
