@@ -19,7 +19,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-import nats
 from prometheus_client import Counter
 
 from petitions.infra import tracing
@@ -81,13 +80,8 @@ class BatchConsumer(Consumer):
 
     async def _pull(self, sub: Any, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
-            try:
-                msgs = await sub.fetch(self.batch, timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except Exception:  # connection trouble: the client reconnects by itself
-                log.warning("fetch failed; retrying", exc_info=True)
-                await asyncio.sleep(0.5)
+            msgs = await self._fetch(sub)
+            if not msgs:
                 continue
             if self.linger and len(msgs) < self.batch:
                 msgs += await self._more(sub, self.batch - len(msgs))

@@ -176,15 +176,19 @@ class Consumer:
 
     async def _pull(self, sub: Any, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
-            try:
-                msgs = await sub.fetch(self.batch, timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except Exception:  # connection trouble: the client reconnects by itself
-                log.warning("fetch failed; retrying", exc_info=True)
-                await asyncio.sleep(0.5)
-                continue
+            msgs = await self._fetch(sub)
             await asyncio.gather(*(self._handle(m) for m in msgs))
+
+    async def _fetch(self, sub: Any) -> list[Any]:
+        """The next messages, up to a batch; none when nothing came within a second."""
+        try:
+            return list(await sub.fetch(self.batch, timeout=1.0))
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        except Exception:  # connection trouble: the client reconnects by itself
+            log.warning("fetch failed; retrying", exc_info=True)
+            await asyncio.sleep(0.5)
+            return []
 
     def _span(self, msg: Any, message: BusMessage, deliveries: int) -> Any:
         """The CONSUMER span; nothing when tracing is off and the message carries no trace
