@@ -226,9 +226,9 @@ def burst(cases: int, concurrency: int, drain_timeout: float) -> dict[str, Any]:
 
     from bench.procs import cpu_seconds
     from bench.stack import LOG_DIR, Stack, bearer_token, case_store, log, stop_services
-    from petitions.devstack import REPO_ROOT
     from petitions.devstack import (
         PORT_VARIABLES,
+        REPO_ROOT,
         SERVICES,
         Infrastructure,
         free_port,

@@ -19,13 +19,14 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+from eventsourcing.persistence import IntegrityError
 from prometheus_client import Counter
 
 from petitions.infra import tracing
 from petitions.infra.bus import BusMessage, Consumer, retry_delay
 from petitions.infra.logs import case_bound
 from petitions.infra.metrics import MESSAGES_HANDLED
-from petitions.infra.store import EVENTS_TABLE, CaseStore
+from petitions.infra.store import EVENTS_TABLE, CaseStore, ConcurrencyConflict
 
 log = logging.getLogger(__name__)
 
@@ -119,18 +120,13 @@ class BatchConsumer(Consumer):
         self.handled += ok
 
     async def _open(self, msg: Any) -> Delivery | None:
-        deliveries = msg.metadata.num_delivered if msg.metadata else 1
-        try:
-            message = BusMessage.parse(msg.data, deliveries)
-        except (ValueError, KeyError):
-            log.error("unparseable message dropped", extra={"subject": msg.subject})
-            MESSAGES_HANDLED.labels(self.service, self.durable, "dropped").inc()
-            await msg.term()
+        message = await self._parse(msg)
+        if message is None:
             return None
         # Each message's work runs in a context of its own, holding its consuming span, so a
         # batch keeps one span per message and each case's appends carry their own trace.
         context = contextvars.copy_context()
-        scope = _MessageScope(self.durable, msg, message)
+        scope = _MessageScope(message.case_id, self._span(msg, message, message.deliveries))
         context.run(scope.__enter__)
         return Delivery(message, context, msg, scope)
 
@@ -145,38 +141,38 @@ class BatchConsumer(Consumer):
 
 
 class _MessageScope:
-    """The consuming span and the bound case id of one message, entered and left inside
-    the message's own context."""
+    """The consuming span (the consumer's rule: see `Consumer._span`) and the bound case id of
+    one message, entered and left inside the message's own context."""
 
-    def __init__(self, durable: str, raw: Any, message: BusMessage) -> None:
-        self._case = case_bound(message.case_id)
-        # With tracing off, a no-op span still costs a header parse and a context switch per
-        # message, for nothing: leave it out.
-        self._span = tracing.consuming(
-            durable, raw.subject, raw.headers, message.type, message.event_id,
-            message.case_id, message.deliveries) if tracing.tracing_enabled() else None
+    def __init__(self, case_id: str, span: AbstractContextManager[Any]) -> None:
+        self._case = case_bound(case_id)
+        self._span = span
 
     def __enter__(self) -> None:
         self._case.__enter__()
-        if self._span is not None:
-            self._span.__enter__()
+        self._span.__enter__()
 
     def __exit__(self, *exc: Any) -> None:
         try:
-            if self._span is not None:
-                self._span.__exit__(*exc)
+            self._span.__exit__(*exc)
         finally:
             self._case.__exit__(*exc)
+
+
+HISTORIES_SQL = (
+    f"SELECT originator_id, originator_version, topic, state FROM {EVENTS_TABLE} "
+    "WHERE originator_id = ANY($1::uuid[]) ORDER BY originator_id, originator_version")
 
 
 async def load_histories(pool: asyncpg.Pool, store: CaseStore, case_ids: Sequence[UUID]
                          ) -> dict[UUID, list[Any]]:
     """The domain events of several cases, read in one query and decoded as the store
     decodes them (one round trip for a batch instead of one per case)."""
-    rows = await pool.fetch(
-        f"SELECT originator_id, originator_version, topic, state FROM {EVENTS_TABLE} "
-        "WHERE originator_id = ANY($1::uuid[]) ORDER BY originator_id, originator_version",
-        list(case_ids))
+    return decode_histories(store, await pool.fetch(HISTORIES_SQL, list(case_ids)))
+
+
+def decode_histories(store: CaseStore, rows: Sequence[Any]) -> dict[UUID, list[Any]]:
+    """Rows of `HISTORIES_SQL` as each case's domain events, in version order."""
     out: dict[UUID, list[Any]] = {}
     for r in rows:
         out.setdefault(r["originator_id"], []).append(store.decode(
@@ -210,6 +206,37 @@ def rebuild(events: Sequence[Any]) -> Any:
     for e in events:
         aggregate = e.mutate(aggregate)
     return aggregate
+
+
+async def decide_and_append(
+        pool: asyncpg.Pool, store: CaseStore, service: str, deliveries: Sequence[Delivery],
+        decide: Callable[[dict[UUID, list[Any]]],
+                         tuple[dict[UUID, Any], dict[UUID, BaseException]]],
+        append: Callable[[dict[UUID, Any], dict[UUID, contextvars.Context]], None],
+        attempts: int = 20) -> tuple[dict[UUID, Any], dict[int, BaseException]]:
+    """The batch's cases read in one query, decided (`decide`, in a thread) and appended in
+    one transaction (`append`, in a thread, each case in the context of its first message).
+    The few cases another writer appended to meanwhile are decided again first; a write
+    conflict all the same stores nothing, and the batch is decided again on fresh state.
+    Returns what was decided and appended, and the failures by delivery (every delivery
+    fails once `attempts` writes have conflicted)."""
+    contexts = first_contexts(deliveries)
+    case_ids = list(contexts)
+    for attempt in range(attempts):
+        histories = await load_histories(pool, store, case_ids)
+        decided, failed = await asyncio.to_thread(decide, histories)
+        decided, failed = await decide_fresh(pool, store, service, histories, decided, failed,
+                                             decide)
+        try:
+            await asyncio.to_thread(append, decided, contexts)
+        except IntegrityError:
+            CONFLICTS.labels(service).inc()
+            await asyncio.sleep(min(0.002 * 2 ** attempt, 0.2))
+            continue
+        return decided, failures_by_delivery(deliveries, failed)
+    error = ConcurrencyConflict(f"{len(case_ids)} cases: gave up after {attempts} "
+                                "conflicting writes")
+    return {}, dict.fromkeys(range(len(deliveries)), error)
 
 
 async def decide_fresh(pool: asyncpg.Pool, store: CaseStore, service: str,

@@ -190,6 +190,18 @@ class Consumer:
             await asyncio.sleep(0.5)
             return []
 
+    async def _parse(self, msg: Any) -> BusMessage | None:
+        """The message; None when it cannot be parsed, and then it is dropped for good (a
+        redelivery would not parse either)."""
+        deliveries = msg.metadata.num_delivered if msg.metadata else 1
+        try:
+            return BusMessage.parse(msg.data, deliveries)
+        except (ValueError, KeyError):
+            log.error("unparseable message dropped", extra={"subject": msg.subject})
+            MESSAGES_HANDLED.labels(self.service, self.durable, "dropped").inc()
+            await msg.term()
+            return None
+
     def _span(self, msg: Any, message: BusMessage, deliveries: int) -> Any:
         """The CONSUMER span; nothing when tracing is off and the message carries no trace
         context, as that span would record nothing and pass nothing on, and extracting and
@@ -202,14 +214,10 @@ class Consumer:
                                  message.event_id, message.case_id, deliveries)
 
     async def _handle(self, msg: Any) -> None:
-        deliveries = msg.metadata.num_delivered if msg.metadata else 1
-        try:
-            message = BusMessage.parse(msg.data, deliveries)
-        except (ValueError, KeyError):
-            log.error("unparseable message dropped", extra={"subject": msg.subject})
-            MESSAGES_HANDLED.labels(self.service, self.durable, "dropped").inc()
-            await msg.term()
+        message = await self._parse(msg)
+        if message is None:
             return
+        deliveries = message.deliveries
         # The handler runs in a span continuing the trace in the message headers (the one
         # that appended the event), with the case named on every log line it writes.
         with case_bound(message.case_id), self._span(msg, message, deliveries):

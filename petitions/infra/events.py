@@ -223,14 +223,17 @@ class GenericDecoder:
 
 def fold_stored(decoder: EventDecoder | GenericDecoder, case_id: UUID,
                 rows: Sequence[Sequence[Any]], at: datetime | None = None,
-                summary: Summary | None = None) -> Summary | None:
+                summary: Summary | None = None,
+                observe: Callable[[str, dict[str, Any]], None] | None = None
+                ) -> Summary | None:
     """Fold a case's stored rows (version, topic, state), in version order, into its summary
     (in place, when one is given); with `at`, only the prefix recorded at or before it (an
     event is never recorded before its predecessor, so the first one recorded later ends the
     prefix). None: nothing to fold.
 
     Without `at`, an event that changes nothing but `version` and `updated_at` is decoded only
-    when it is the last row: every later event overwrites both."""
+    when it is the last row: every later event overwrites both. `observe` sees each event
+    decoded (type, data)."""
     cid = str(case_id)
     last = len(rows) - 1
     for i, (version, topic, state) in enumerate(rows):
@@ -239,5 +242,7 @@ def fold_stored(decoder: EventDecoder | GenericDecoder, case_id: UUID,
         name, recorded_at, data = decoder.decode(case_id, version, topic, state)
         if at is not None and datetime.fromisoformat(recorded_at) > at:
             break
+        if observe is not None:
+            observe(name, data)
         summary = apply_event(summary, cid, name, version, recorded_at, data)
     return refresh_derived(summary) if summary is not None else None

@@ -27,13 +27,14 @@ from uuid import UUID
 import asyncpg
 
 from petitions.domain.matching import content_fingerprint
-from petitions.domain.summary import apply_event, changes_summary, refresh_derived
+from petitions.domain.summary import apply_event, refresh_derived
 from petitions.infra.eventlog import EventLog, LogWaker, Positions
 from petitions.infra.events import (
     CASE_EVENT_TOPIC_PREFIX,
     EventDecoder,
     GenericDecoder,
     LoggedEvent,
+    fold_stored,
 )
 from petitions.infra.store import EVENTS_TABLE
 
@@ -333,23 +334,18 @@ async def _copy(writer: asyncpg.Connection, previous: asyncio.Task[Any] | None,
 
 def _case_row(decoder: EventDecoder | GenericDecoder, case_id: UUID,
               rows: Sequence[asyncpg.Record]) -> tuple[Any, ...] | None:
-    """One case's row, folded from all its events, as the live projector leaves it. An event
-    that changes nothing but `version` and `updated_at` is decoded only when it is the last:
-    later events overwrite both."""
-    summary = None
+    """One case's row, folded from all its events, as the live projector leaves it."""
     keys: tuple[str | None, str | None] = (None, None)
-    cid = str(case_id)
-    last = len(rows) - 1
-    for i, (_, version, topic, state, _) in enumerate(rows):
-        if i != last and not changes_summary(decoder.type_name(topic)):
-            continue
-        name, recorded_at, data = decoder.decode(case_id, version, topic, state)
+
+    def observe(name: str, data: dict[str, Any]) -> None:
+        nonlocal keys
         if name == "Registered":
             keys = _matching_keys(data)
-        summary = apply_event(summary, cid, name, version, recorded_at, data)
+
+    summary = fold_stored(decoder, case_id, [(r[1], r[2], r[3]) for r in rows],
+                          observe=observe)
     if summary is None or summary.get("case_number") is None:
         return None
-    refresh_derived(summary)
     # The position of the case's first event (version 1), as the live projector records it.
     return _row(case_id, summary, rows[0][4], keys)
 

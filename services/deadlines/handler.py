@@ -13,17 +13,8 @@ from collections.abc import Sequence
 from uuid import UUID
 
 import asyncpg
-from eventsourcing.persistence import IntegrityError
 
-from petitions.infra.batching import (
-    CONFLICTS,
-    Delivery,
-    decide_fresh,
-    failures_by_delivery,
-    first_contexts,
-    load_histories,
-)
-from petitions.infra.store import ConcurrencyConflict
+from petitions.infra.batching import Delivery, decide_and_append
 from services.deadlines import timers
 from services.deadlines.engine import DEADLINES_ACTOR, ClockEngine, Reconciled
 
@@ -53,31 +44,17 @@ class DeadlinesHandler:
         clock facts in one transaction, their timers in one upsert (after the commit, so a
         timer never runs ahead of the clock it stands for). A case named by several
         messages of the batch is reconciled once, on its newest history."""
-        contexts = first_contexts(deliveries)
-        case_ids = list(contexts)
-        engine = self.engine
-        for attempt in range(self.attempts):
-            histories = await load_histories(self.pool, engine.store, case_ids)
-            decided, failed = await asyncio.to_thread(engine.decide_many, histories)
-            # Routing appends to the same new cases meanwhile.
-            decided, failed = await decide_fresh(self.pool, engine.store, "deadlines",
-                                                 histories, decided, failed,
-                                                 engine.decide_many)
-            try:
-                await asyncio.to_thread(engine.save_decided, decided, contexts)
-            except IntegrityError:
-                CONFLICTS.labels("deadlines").inc()
-                await asyncio.sleep(min(0.002 * 2 ** attempt, 0.2))
-                continue
-            results = [result for _, result in decided.values()]
+        # Routing appends to the same new cases meanwhile: decide_and_append re-reads them.
+        decided, failures = await decide_and_append(
+            self.pool, self.engine.store, "deadlines", deliveries, self.engine.decide_many,
+            self.engine.save_decided, self.attempts)
+        results = [result for _, result in decided.values()]
+        if results:
             await timers.upsert(self.pool, [r.timers for r in results])
-            appended = sum(len(r.appended) for r in results)
-            if appended:
-                log.debug("clocks updated", extra={"cases": len(results), "events": appended})
-            return failures_by_delivery(deliveries, failed)
-        error = ConcurrencyConflict(f"{len(case_ids)} cases: gave up after {self.attempts} "
-                                    "conflicting writes")
-        return dict.fromkeys(range(len(deliveries)), error)
+        appended = sum(len(r.appended) for r in results)
+        if appended:
+            log.debug("clocks updated", extra={"cases": len(results), "events": appended})
+        return failures
 
     async def recompute_provisional(self, concurrency: int = 4) -> dict[str, int]:
         """After a year's calendar is loaded: reconcile every case with a provisional open

@@ -25,10 +25,11 @@ from uuid import UUID
 
 from petitions.domain.case import Case
 from petitions.domain.values import Actor
+from petitions.infra.batching import HISTORIES_SQL, decode_histories, rebuild
 from petitions.infra.bus import BusMessage
 from petitions.infra.events import event_data
 from petitions.infra.metrics import NOTICES_DEAD_LETTERED, NOTICES_DELIVERED, NOTICES_FAILED
-from petitions.infra.store import EVENTS_TABLE, CaseStore
+from petitions.infra.store import CaseStore
 from services.notify.channels import (
     Attachment,
     EmailChannel,
@@ -185,10 +186,7 @@ class Notifier:
                 batch.append(self._loads.get_nowait())
             try:
                 records = await self.repo.pool.fetch(
-                    f"SELECT originator_id, originator_version, topic, state FROM {EVENTS_TABLE}"
-                    f" WHERE originator_id = ANY($1::uuid[])"
-                    f" ORDER BY originator_id, originator_version",
-                    list({case_id for case_id, _ in batch}))
+                    HISTORIES_SQL, list({case_id for case_id, _ in batch}))
                 loaded = await asyncio.to_thread(self._decode_cases, records)
             except Exception as exc:
                 for _, done in batch:
@@ -200,11 +198,8 @@ class Notifier:
                     done.set_result(loaded.get(case_id, ([], None)))
 
     def _decode_cases(self, records: list[Any]) -> dict[UUID, tuple[list[EventRow], Case | None]]:
-        by_case: dict[UUID, list[Any]] = {}
-        for r in records:
-            by_case.setdefault(r["originator_id"], []).append(self.store.decode(
-                r["originator_id"], r["originator_version"], r["topic"], r["state"]))
-        return {case_id: self._fold_events(events) for case_id, events in by_case.items()}
+        return {case_id: self._fold_events(events)
+                for case_id, events in decode_histories(self.store, records).items()}
 
     def _load(self, case_id: UUID) -> tuple[list[EventRow], Case | None]:
         return self._fold_events(self.store.history(case_id))
@@ -212,9 +207,7 @@ class Notifier:
     @staticmethod
     def _fold_events(events: list[Any]) -> tuple[list[EventRow], Case | None]:
         """The case's events as rows, and the aggregate they make (for recording later)."""
-        aggregate = None
-        for e in events:
-            aggregate = e.mutate(aggregate)
+        aggregate = rebuild(events)
         rows = [(type(e).__name__, e.originator_version, e.timestamp.isoformat(), event_data(e))
                 for e in events]
         return rows, aggregate

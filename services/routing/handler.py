@@ -2,7 +2,6 @@
 the hard rules no rule set can override (see petitions.domain.routing)."""
 from __future__ import annotations
 
-import asyncio
 import contextvars
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -10,22 +9,13 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from eventsourcing.persistence import IntegrityError
 
 from petitions.domain.case import Case
 from petitions.domain.directory import Directory
 from petitions.domain.routing import PetitionFacts, Router, RoutingDecision
 from petitions.domain.values import Actor, CaseStatus
-from petitions.infra.batching import (
-    CONFLICTS,
-    Delivery,
-    decide_fresh,
-    failures_by_delivery,
-    first_contexts,
-    load_histories,
-    rebuild,
-)
-from petitions.infra.store import CaseStore, ConcurrencyConflict
+from petitions.infra.batching import Delivery, decide_and_append, rebuild
+from petitions.infra.store import CaseStore
 
 ROUTING_ACTOR = Actor(id="routing-service", role="service")
 LITIGATION_REASON_CODE = "litigation_arbitration_review"
@@ -48,22 +38,9 @@ class RoutingHandler:
         same stores nothing of the batch, which is then decided again on fresh state. Each
         decision is made from the case, so this never routes a case twice."""
         assert self.pool is not None, "batch routing reads the cases through the pool"
-        contexts = first_contexts(deliveries)
-        case_ids = list(contexts)
-        for attempt in range(self.attempts):
-            histories = await load_histories(self.pool, self.store, case_ids)
-            changed, failed = await asyncio.to_thread(self._decide, histories)
-            changed, failed = await decide_fresh(self.pool, self.store, "routing", histories,
-                                                 changed, failed, self._decide)
-            try:
-                await asyncio.to_thread(self._save, list(changed.values()), contexts)
-                return failures_by_delivery(deliveries, failed)
-            except IntegrityError:
-                CONFLICTS.labels("routing").inc()
-                await asyncio.sleep(min(0.002 * 2**attempt, 0.2))
-        error = ConcurrencyConflict(f"{len(case_ids)} cases: gave up after {self.attempts} "
-                                    "conflicting writes")
-        return dict.fromkeys(range(len(deliveries)), error)
+        _, failures = await decide_and_append(self.pool, self.store, "routing", deliveries,
+                                              self._decide, self._save, self.attempts)
+        return failures
 
     def _decide(self, histories: dict[UUID, list[Any]]
                 ) -> tuple[dict[UUID, Case], dict[UUID, BaseException]]:
@@ -81,9 +58,9 @@ class RoutingHandler:
                 changed[case_id] = case
         return changed, failed
 
-    def _save(self, cases: list[Case], contexts: dict[UUID, contextvars.Context]) -> None:
-        if cases:
-            self.store.save(*cases, contexts=[contexts[c.id] for c in cases])
+    def _save(self, changed: dict[UUID, Case], contexts: dict[UUID, contextvars.Context]) -> None:
+        if changed:
+            self.store.save(*changed.values(), contexts=[contexts[i] for i in changed])
 
     def route(self, case: Case) -> None:
         # Idempotent: a redelivered message finds the case already routed.

@@ -23,6 +23,12 @@ SUPERVISOR = Actor("supervisor-330106", "bureau_supervisor", "330106")
 
 @pytest.fixture(scope="module")
 def configuration() -> RoutingConfiguration:
+    return seeded_configuration()
+
+
+def seeded_configuration() -> RoutingConfiguration:
+    """The routing configuration of the sample province (config/directory.json and
+    config/routing-rules.json)."""
     config = RoutingConfiguration.start(actor=ADMIN, at=AT)
     config.publish_directory(json.loads((CONFIG / "directory.json").read_text("utf-8")),
                              actor=ADMIN, at=AT, reason="seed")

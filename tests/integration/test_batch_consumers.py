@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -18,7 +16,6 @@ import pytest
 from petitions.domain.calendar import calendar_from_chinese_calendar
 from petitions.domain.case import Case
 from petitions.domain.routing_config import RoutingConfiguration
-from petitions.domain.values import Actor
 from petitions.infra.batching import (
     CONFLICTS,
     BatchConsumer,
@@ -32,23 +29,15 @@ from petitions.infra.store import CaseStore
 from services.deadlines.engine import ClockEngine
 from services.deadlines.handler import DeadlinesHandler
 from services.routing.handler import RoutingHandler
+from tests.domain.test_routing_commands import seeded_configuration
 from tests.integration.conftest import new_case
 
 pytestmark = pytest.mark.integration
 
-CONFIG = Path(__file__).resolve().parents[2] / "config"
-ADMIN = Actor("admin", "province_admin", "330000")
-AT = datetime(2026, 9, 28, 2, 0, tzinfo=UTC)
-
 
 @pytest.fixture(scope="module")
 def configuration() -> RoutingConfiguration:
-    config = RoutingConfiguration.start(actor=ADMIN, at=AT)
-    config.publish_directory(json.loads((CONFIG / "directory.json").read_text("utf-8")),
-                             actor=ADMIN, at=AT, reason="seed")
-    config.publish_rules(json.loads((CONFIG / "routing-rules.json").read_text("utf-8"))["rules"],
-                         actor=ADMIN, at=AT, reason="seed")
-    return config
+    return seeded_configuration()
 
 
 def routing(store: CaseStore, pool, configuration) -> RoutingHandler:
