@@ -27,3 +27,33 @@ def test_the_otlp_protocol_picks_the_exporter():
     finally:
         http.shutdown()
         grpc.shutdown()
+
+
+# -- the HTTP server span when tracing is off ----------------------------------------------
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_PARENT = f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"
+
+
+async def _context_seen_by_handler(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The trace context a request handler sees (what its appended events would store)."""
+    from petitions.infra import tracing
+
+    seen: list[str | None] = []
+
+    async def app(scope, receive, send):
+        seen.append(tracing.current_traceparent())
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/petitions", "headers": headers}
+    await tracing.TracingMiddleware(app, service="intake")(scope, None, None)
+    return seen[0]
+
+
+async def test_with_tracing_off_a_callers_trace_context_still_reaches_the_stored_events(
+        monkeypatch):
+    from petitions.infra import tracing
+
+    monkeypatch.setattr(tracing, "_provider", None)
+    seen = await _context_seen_by_handler([(b"traceparent", CALLER_PARENT.encode())])
+    assert seen is not None and seen.split("-")[1] == CALLER_TRACE
+    assert await _context_seen_by_handler([(b"content-type", b"application/json")]) is None

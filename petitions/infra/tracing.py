@@ -265,7 +265,10 @@ class TracingMiddleware:
         self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNTRACED_PATHS:
+        if (scope["type"] != "http" or scope["path"] in UNTRACED_PATHS
+                or not (tracing_enabled() or _has_traceparent(scope["headers"]))):
+            # With tracing off and no caller's context, a span would record nothing and pass
+            # nothing on (the consumers' rule too).
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -293,6 +296,10 @@ class TracingMiddleware:
                 s.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     s.set_status(Status(StatusCode.ERROR))
+
+
+def _has_traceparent(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(k.lower() == b"traceparent" for k, _ in headers)
 
 
 # -- gRPC server ------------------------------------------------------------------------
