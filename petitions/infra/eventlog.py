@@ -10,6 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from petitions.infra.events import LoggedEvent
+from petitions.infra.pools import holds_session_state
 from petitions.infra.store import EVENTS_TABLE, TRACE_CONTEXT_TABLE
 
 Decoder = Callable[[UUID, int, str, bytes], Any]
@@ -90,7 +91,7 @@ class LogWaker:
         self._conn: asyncpg.Connection | None = None
 
     async def start(self, pool: asyncpg.Pool) -> None:
-        self._conn = await pool.acquire()
+        self._conn = holds_session_state(await pool.acquire())
         await self._conn.add_listener(EVENTS_TABLE, self._on_notify)
         self._pool = pool
 

@@ -28,6 +28,7 @@ import asyncpg
 
 from petitions.domain.matching import content_fingerprint
 from petitions.domain.summary import apply_event, refresh_derived
+from petitions.infra.pools import holds_session_state
 from petitions.infra.eventlog import EventLog, LogWaker, Positions
 from petitions.infra.events import (
     CASE_EVENT_TOPIC_PREFIX,
@@ -101,6 +102,7 @@ class CaseSummaryProjection:
         With `workers` > 1 and the database's `dsn`, forked processes fold disjoint ranges of
         case ids beside this one, all from the same snapshot (folding is CPU-bound Python)."""
         async with self.pool.acquire() as conn:
+            holds_session_state(conn)
             # Session-level, taken before the snapshot: no projector commits a batch between
             # the snapshot the log is read from and the position stored with its result.
             await conn.execute("SELECT pg_advisory_lock($1)", PROJECTION_LOCK_KEY)

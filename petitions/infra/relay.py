@@ -22,6 +22,7 @@ from petitions.infra.bus import Bus
 from petitions.infra.eventlog import EventLog, LogWaker, Positions
 from petitions.infra.events import LoggedEvent
 from petitions.infra.store import EVENTS_TABLE
+from petitions.infra.pools import holds_session_state
 from petitions.infra.metrics import RELAY_LAG, RELAY_LEADER, RELAY_PUBLISHED
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class Relay:
 
     async def _lead(self, stopping: asyncio.Event) -> None:
         async with self.pool.acquire() as lock_conn:
+            holds_session_state(lock_conn)
             while not await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY):
                 # Not the leader: report the lag from the leader's recorded position.
                 await self._report_lag(await self.positions.get(READER, lock_conn), lock_conn)

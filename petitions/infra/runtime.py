@@ -13,7 +13,7 @@ import asyncpg
 
 from petitions.infra import tracing
 from petitions.infra.bus import Bus, Consumer
-from petitions.infra.dsn import as_uri
+from petitions.infra.pools import create_pool
 from petitions.infra.eventlog import EventLog
 from petitions.infra.metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING
 from petitions.infra.relay import Relay, _sleep_unless
@@ -62,8 +62,8 @@ class Runtime:
         # Tracing first (off unless OTEL_* asks for it), so the store can record trace
         # contexts beside the events it saves.
         traced = tracing.configure_tracing(name)
-        pool = await with_backoff("postgresql", lambda: asyncpg.create_pool(
-            as_uri(dsn), min_size=1, max_size=settings.db_pool_size,
+        pool = await with_backoff("postgresql", lambda: create_pool(
+            dsn, min_size=1, max_size=settings.db_pool_size,
             server_settings={"search_path": settings.db_schema, "application_name": name},
         ))
         store = await with_backoff("event store", lambda: asyncio.to_thread(

@@ -10,8 +10,8 @@ import pytest
 from petitions.domain.case import Case
 from petitions.domain.values import Actor, Category, Channel, Petitioner
 from petitions.infra.bus import Bus
-from petitions.infra.dsn import as_uri
 from petitions.infra.eventlog import EventLog
+from petitions.infra.pools import create_pool
 from petitions.infra.settings import CommonAuthSettings
 from petitions.infra.store import CaseStore
 
@@ -41,7 +41,7 @@ def store(test_env) -> Iterator[CaseStore]:
 
 @pytest.fixture(scope="session")
 async def pool(test_env) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(as_uri(test_env.postgres_dsn), min_size=1, max_size=5)
+    p = await create_pool(test_env.postgres_dsn, min_size=1, max_size=5)  # as the services do
     yield p
     await p.close()
 

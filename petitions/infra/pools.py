@@ -1,0 +1,42 @@
+"""asyncpg pools as the services use them.
+
+asyncpg's default release runs a reset query (unlock advisory locks, close cursors, unlisten,
+reset settings) every time a connection goes back to the pool: a second round trip for
+every one-statement use, and four statements for the server to run. Our code keeps session
+state only on the few connections it holds for long (the relay's leader lock, the log
+waker's LISTEN, a rebuild's lock); those are marked with `holds_session_state` and get the
+full reset on release. Every other connection only needs what asyncpg does anyway without
+a query: an open transaction rolled back and listener callbacks dropped.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import asyncpg
+
+from petitions.infra.dsn import as_uri
+
+_STATEFUL: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def holds_session_state(conn: Any) -> Any:
+    """Mark a pooled connection (or its pool proxy) as holding session state (an advisory
+    lock, LISTEN, a SET): it is fully reset when released, whatever path releases it."""
+    _STATEFUL.add(getattr(conn, "_con", conn))  # the raw connection behind a pool proxy
+    return conn
+
+
+async def reset_released(conn: asyncpg.Connection) -> None:
+    """The pool's reset: the full reset query only for connections marked stateful."""
+    if conn in _STATEFUL:
+        _STATEFUL.discard(conn)
+        query = conn.get_reset_query()
+        if query:
+            await conn.execute(query)
+
+
+async def create_pool(dsn: str, **options: Any) -> asyncpg.Pool:
+    """An asyncpg pool on `dsn` (a libpq URI or key=value string) that resets only what
+    needs resetting (see the module's docstring)."""
+    return await asyncpg.create_pool(as_uri(dsn), reset=reset_released, **options)
