@@ -79,6 +79,11 @@ def scrub(value: Any, terms: Iterable[str]) -> Any:
 
 
 def _scrub(value: Any, matcher: re.Pattern[str]) -> Any:
+    # a context is mostly dicts of strings: those are masked in place of a call each
+    if type(value) is dict:
+        sub = matcher.sub
+        return {k: sub(MASK, v) if type(v) is str else _scrub(v, matcher)
+                for k, v in value.items()}
     if isinstance(value, str):
         return matcher.sub(MASK, value)
     if isinstance(value, dict):
