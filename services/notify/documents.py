@@ -161,6 +161,10 @@ class Renderer:
                                                     default_for_string=True, default=False),
                 trim_blocks=True, lstrip_blocks=True,
                 auto_reload=False,  # templates are read once per process
+                # a plain dict for the loaded templates instead of the default lock-guarded
+                # LRU: every render looks its base and include up again, and the set of
+                # templates is small and fixed
+                cache_size=-1,
             )
             env.filters["cn_date"] = cn_date
             self._envs[division] = env
