@@ -82,7 +82,8 @@ class Notifier:
     def __init__(self, store: CaseStore, repo: NotifyRepository, planner: Planner, *,
                  webhook: WebhookChannel, email: EmailChannel, sms: SmsChannel,
                  default_webhook: str, retry: RetryPolicy, clock: Callable[[], datetime],
-                 send_concurrency: int = 64, poll_s: float = 0.5) -> None:
+                 send_concurrency: int = 64, poll_s: float = 0.5,
+                 record_linger_s: float = 0.02) -> None:
         self.store = store
         self.repo = repo
         self.planner = planner
@@ -93,7 +94,8 @@ class Notifier:
         self.retry = retry
         self.clock = clock
         self.poll_s = poll_s
-        self.recorder = CaseRecorder(store, repo.settle, pool=repo.pool)
+        self.recorder = CaseRecorder(store, repo.settle, pool=repo.pool,
+                                     linger=record_linger_s)
         self._loads: asyncio.Queue[tuple[UUID, asyncio.Future[Any]]] = asyncio.Queue()
         self._case_loader: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(send_concurrency)

@@ -55,6 +55,7 @@ def build_notifier(settings: NotifyServiceSettings, runtime: Runtime,
         default_webhook=settings.default_webhook_url,
         retry=RetryPolicy(settings.max_attempts, settings.retry_base_s, settings.retry_cap_s),
         clock=utc_now, send_concurrency=settings.send_concurrency, poll_s=settings.poll_s,
+        record_linger_s=settings.record_linger_s,
     )
 
 
