@@ -1,6 +1,6 @@
 """Notify's webhook throughput and latency, on embedded PostgreSQL and NATS.
 
-    python -m bench.notify_bench [--rate 1000] [--duration 5]
+    python -m bench.notify_bench [--rate 1000] [--duration 5] [--replicas 1]
     python -m bench.notify_bench cpu [N]     # CPU per event of fold, plan+render, body
 
 What it does, all on loopback and all removed at the end:
@@ -165,8 +165,9 @@ def _pct(values: list[float], p: float) -> float:
 
 
 def run(rate: float = 1000.0, duration: float = 5.0, *, data_dir: Path | None = None,
-        timeout: float = 120.0) -> list[dict[str, Any]]:
-    """Run once; returns rows {what, measured, baseline, target}."""
+        timeout: float = 120.0, replicas: int = 1) -> list[dict[str, Any]]:
+    """Run once; returns rows {what, measured, baseline, target}. `replicas` notify processes
+    share the work (one of them relays); the CPU row is all of them together."""
     import psycopg
 
     from petitions.devstack import (
@@ -218,28 +219,33 @@ def run(rate: float = 1000.0, duration: float = 5.0, *, data_dir: Path | None = 
         log(f"registering {n} cases (not measured)")
         cases = _register(store, n)
 
-        notify_port = free_port()
-        env = service_env(infra, {
-            "POSTGRES_DSN": dsn, "NATS_STREAM": stream,
-            "NATS_SUBJECT_PREFIX": f"nbench{run_id}", "NOTIFY_HTTP_PORT": str(notify_port),
-            "NOTIFY_DEFAULT_WEBHOOK_URL": f"http://127.0.0.1:{receiver_port}/units/{{unit_id}}",
-            "LOG_LEVEL": "WARNING",
-        })
         log_dir = tmp / "logs"
         profile = os.environ.get("NOTIFY_BENCH_PROFILE")
-        if profile:  # python -m cProfile around the service, written when it stops
-            log_dir.mkdir(parents=True, exist_ok=True)
-            proc = subprocess.Popen([sys.executable, "-m", "cProfile", "-o", profile, "-m",
-                                     "services.notify.main"], env=env, cwd=REPO_ROOT,
-                                    stdout=open(log_dir / "notify.log", "ab"),  # noqa: SIM115
-                                    stderr=subprocess.STDOUT)
-            notify = ServiceProcess("notify", notify_port, proc)
-        else:
-            notify = start_service("notify", env, log_dir)
-        exits.callback(notify.stop)
-        wait_until_ready([notify])
+        notifies = []
+        for replica in range(replicas):
+            notify_port = free_port()
+            env = service_env(infra, {
+                "POSTGRES_DSN": dsn, "NATS_STREAM": stream,
+                "NATS_SUBJECT_PREFIX": f"nbench{run_id}", "NOTIFY_HTTP_PORT": str(notify_port),
+                "NOTIFY_DEFAULT_WEBHOOK_URL":
+                    f"http://127.0.0.1:{receiver_port}/units/{{unit_id}}",
+                "LOG_LEVEL": "WARNING",
+            })
+            if profile and replica == 0:  # cProfile around the service, written as it stops
+                log_dir.mkdir(parents=True, exist_ok=True)
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "cProfile", "-o", profile, "-m",
+                     "services.notify.main"], env=env, cwd=REPO_ROOT,
+                    stdout=open(log_dir / "notify.log", "ab"),  # noqa: SIM115
+                    stderr=subprocess.STDOUT)
+                notify = ServiceProcess("notify", notify_port, proc)
+            else:
+                notify = start_service("notify", env, log_dir)
+            exits.callback(notify.stop)
+            notifies.append(notify)
+        wait_until_ready(notifies)
         _wait_relay_caught_up(dsn, timeout)
-        cpu_before = _cpu_seconds(notify.proc.pid)
+        cpu_before = sum(_cpu_seconds(n.proc.pid) for n in notifies)
 
         log(f"offering {rate:.0f} RoutedToUnit/s for {duration:.0f} s")
         commits = _route_at_rate(store, cases, rate)
@@ -252,7 +258,7 @@ def run(rate: float = 1000.0, duration: float = 5.0, *, data_dir: Path | None = 
         arrivals = _get_json(receiver_port, "/dump")
         recorded_at = _wait_recorded(dsn, n, deadline)
         stats = _get_json(receiver_port, "/stats")
-        cpu = _cpu_seconds(notify.proc.pid) - cpu_before
+        cpu = sum(_cpu_seconds(n.proc.pid) for n in notifies) - cpu_before
 
     latencies = [(arrivals[c] - t) * 1000 for c, t in commits.items() if c in arrivals]
     first_commit = min(commits.values())
@@ -271,7 +277,8 @@ def run(rate: float = 1000.0, duration: float = 5.0, *, data_dir: Path | None = 
          "baseline": None, "target": "< 100", "met": _pct(latencies, 99) < 100},
         {"what": "notify: outcomes recorded on the cases/s", "measured": round(recorded_rate, 1),
          "baseline": None, "target": None},
-        {"what": "notify: process CPU per delivery (ms; relay, plan, send, record)",
+        {"what": "notify: process CPU per delivery (ms; relay, plan, send, record)"
+                 + (f"; {replicas} replicas together" if replicas > 1 else ""),
          "measured": round(cpu * 1000 / max(1, len(latencies)), 2), "baseline": None,
          "target": "<= 1 (one core for 1000/s)"},
         {"what": "notify: receiver posts / distinct keys / cases delivered",
@@ -452,8 +459,10 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.notify_bench")
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="notify processes sharing the consumer (one relays)")
     args = parser.parse_args(argv)
-    rows = run(args.rate, args.duration)
+    rows = run(args.rate, args.duration, replicas=args.replicas)
     width = max(len(r["what"]) for r in rows)
     print(f"{'what':<{width}}  {'measured':>14}  {'baseline':>10}  target")
     for r in rows:

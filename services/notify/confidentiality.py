@@ -23,7 +23,16 @@ class ConfidentialityBreach(Exception):
 
 
 def identity_terms(facts: CaseFacts) -> list[str]:
-    """The strings that identify this case's petitioners (longest first)."""
+    """The strings that identify this case's petitioners (longest first). Worked out once
+    per folded facts (planning and every send of the event ask): a case's identity is
+    what its registration recorded, and folding never changes it afterwards."""
+    cached: list[str] | None = facts.__dict__.get("_identity_terms")
+    if cached is None:
+        cached = facts.__dict__["_identity_terms"] = _identity_terms(facts)
+    return cached
+
+
+def _identity_terms(facts: CaseFacts) -> list[str]:
     people: list[dict[str, str]] = []
     if facts.petitioner:
         people.append(facts.petitioner)
@@ -79,6 +88,11 @@ def scrub(value: Any, terms: Iterable[str]) -> Any:
 
 
 def _scrub(value: Any, matcher: re.Pattern[str]) -> Any:
+    # a context is mostly dicts of strings: those are masked in place of a call each
+    if type(value) is dict:
+        sub = matcher.sub
+        return {k: sub(MASK, v) if type(v) is str else _scrub(v, matcher)
+                for k, v in value.items()}
     if isinstance(value, str):
         return matcher.sub(MASK, value)
     if isinstance(value, dict):

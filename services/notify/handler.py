@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextvars import Context
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,7 +27,6 @@ from uuid import UUID
 from petitions.domain.case import Case
 from petitions.domain.values import Actor
 from petitions.infra.batching import HISTORIES_SQL, decode_histories, rebuild
-from petitions.infra.bus import BusMessage
 from petitions.infra.events import event_data
 from petitions.infra.metrics import NOTICES_DEAD_LETTERED, NOTICES_DELIVERED, NOTICES_FAILED
 from petitions.infra.store import CaseStore
@@ -42,7 +42,7 @@ from services.notify.config import EMAIL, PETITIONER, SMS, WEBHOOK
 from services.notify.confidentiality import ConfidentialityBreach, assert_clean, identity_terms
 from services.notify.documents import Rendered, html_to_pdf
 from services.notify.facts import CaseFacts, fold
-from services.notify.plan import TRIGGERS, PlannedDelivery, Planner, Trigger, kinds_for
+from services.notify.plan import TRIGGERS, Plan, PlannedDelivery, Planner, Trigger, kinds_for
 from services.notify.recorder import CaseRecorder
 from services.notify.repository import Delivery, NotifyRepository, StoredDocument
 from services.notify.webhook import DeliveryFailed, body_text
@@ -51,6 +51,20 @@ NOTIFY_ACTOR = Actor(id="notify-service", role="service")
 log = logging.getLogger(__name__)
 
 EventRow = tuple[str, int, str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Planned:
+    facts: CaseFacts
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The confidentiality check refused a document of the event."""
+
+    trigger: Trigger
+    error: str
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,8 @@ class Notifier:
     def __init__(self, store: CaseStore, repo: NotifyRepository, planner: Planner, *,
                  webhook: WebhookChannel, email: EmailChannel, sms: SmsChannel,
                  default_webhook: str, retry: RetryPolicy, clock: Callable[[], datetime],
-                 send_concurrency: int = 64, poll_s: float = 0.5) -> None:
+                 send_concurrency: int = 64, poll_s: float = 0.5,
+                 record_linger_s: float = 0.02) -> None:
         self.store = store
         self.repo = repo
         self.planner = planner
@@ -79,10 +94,8 @@ class Notifier:
         self.retry = retry
         self.clock = clock
         self.poll_s = poll_s
-        self.recorder = CaseRecorder(store, repo.settle, pool=repo.pool)
-        self._plans: asyncio.Queue[tuple[list[Rendered], list[PlannedDelivery],
-                                         asyncio.Future[list[Delivery]]]] = asyncio.Queue()
-        self._plan_writer: asyncio.Task[None] | None = None
+        self.recorder = CaseRecorder(store, repo.settle, pool=repo.pool,
+                                     linger=record_linger_s)
         self._loads: asyncio.Queue[tuple[UUID, asyncio.Future[Any]]] = asyncio.Queue()
         self._case_loader: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(send_concurrency)
@@ -93,82 +106,108 @@ class Notifier:
 
     def start(self) -> None:
         self.recorder.start()
-        self._plan_writer = asyncio.create_task(self._write_plans(), name="notify-plans")
         self._case_loader = asyncio.create_task(self._load_cases(), name="notify-loads")
 
     # ------------------------------------------------------------------ events in
 
-    async def on_event(self, msg: BusMessage) -> None:
-        """Consumer handler: plan and store; the ack follows the commit of the plan."""
-        if msg.type in TRIGGERS:
-            await self.handle_event(UUID(msg.case_id), msg.version)
+    async def on_batch(self, batch: Sequence[Any]) -> dict[int, BaseException]:
+        """Batch consumer handler (`petitions.infra.batching.BatchConsumer`): the cases of the
+        whole fetch read in one query, planned, and every plan stored in one transaction;
+        the consumer acks after this returns, i.e. after the commit. A message named in the
+        result is nak'd and redelivered."""
+        wanted = [(i, m) for i, m in enumerate(batch) if m.message.type in TRIGGERS]
+        if not wanted:
+            return {}
+        _, failed = await self.handle_events(
+            [(UUID(m.message.case_id), m.message.version, m.context) for _, m in wanted])
+        return {wanted[j][0]: exc for j, exc in failed.items()}
 
     async def handle_event(self, case_id: UUID, version: int) -> list[Delivery]:
-        events, aggregate = await self.load(case_id)
-        if aggregate is not None:
-            self.recorder.remember(aggregate)
-        upto = [e for e in events if e[1] <= version]
-        facts = fold(str(case_id), upto)
-        if facts is None or len(upto) < version or upto[version - 1][1] != version:
-            return []
-        etype, _, at, data = upto[version - 1]
-        if etype not in TRIGGERS:
-            return []
-        trigger = Trigger(str(case_id), version, etype, at, data)
-        try:
-            plan = self.planner.plan(facts, trigger)
-        except ConfidentialityBreach as exc:
-            # a (province) template put identity into a unit's document: send nothing
-            error = str(exc)  # the recording runs after this block, where `exc` is gone
-            log.error("document refused by the confidentiality check",
-                      extra={"case_id": str(case_id), "version": version, "error": error})
-            NOTICES_DEAD_LETTERED.labels("+".join(kinds_for(etype, data)), "*").inc()
-            await self.recorder.record(case_id, lambda c: c.record_notice_dead_lettered(
-                notice_id=f"{trigger.event_id}:*:*", kind="+".join(kinds_for(etype, data)),
-                recipient="*", channel="*", trigger_version=version, attempts=0,
-                error=error, actor=NOTIFY_ACTOR, at=self.clock()), None)
-            return []
-        for reason in plan.skipped:
-            log.warning("recipient skipped", extra={"case_id": str(case_id), "reason": reason})
-        created = await self._save_plan(plan.documents, plan.deliveries)
-        rendered = {doc.id: doc for doc in plan.documents}
-        for d in created:
-            self._spawn(d, facts, [rendered[i] for i in d.document_ids if i in rendered])
+        """One event (as `on_batch` does for many); returns the deliveries it created."""
+        created, failed = await self.handle_events([(case_id, version, None)])
+        if failed:
+            raise failed[0]
         return created
 
-    async def _save_plan(self, documents: list[Rendered],
-                         deliveries: list[PlannedDelivery]) -> list[Delivery]:
-        """Plans of concurrent events are written together, one transaction per batch."""
-        if self._plan_writer is None:
-            return await self.repo.save_plan(documents, deliveries)
-        done: asyncio.Future[list[Delivery]] = asyncio.get_running_loop().create_future()
-        self._plans.put_nowait((documents, deliveries, done))
-        return await done
+    async def handle_events(self, events: Sequence[tuple[UUID, int, Context | None]]
+                            ) -> tuple[list[Delivery], dict[int, BaseException]]:
+        """Plan and store what the events require and start sending what this call created
+        (a delivery stored already is someone else's: a redelivery creates nothing).
+        `events`: (case, version, the context its work runs in: its trace and log fields).
+        Returns the created deliveries and the events that failed, by index."""
+        records = await self.repo.pool.fetch(
+            HISTORIES_SQL, list(dict.fromkeys(case_id for case_id, _, _ in events)))
+        planned, aggregates = await asyncio.to_thread(self._plan_events, records, events)
+        for aggregate in aggregates:
+            self.recorder.remember(aggregate)
+        failed = {i: p for i, p in enumerate(planned) if isinstance(p, BaseException)}
+        breaches = [self._refused(events[i], p) for i, p in enumerate(planned)
+                    if isinstance(p, Refused)]
+        if breaches:
+            await asyncio.gather(*breaches)
+        plans = [(i, p) for i, p in enumerate(planned) if isinstance(p, Planned)]
+        deliveries: dict[str, PlannedDelivery] = {}
+        for _, p in plans:
+            for reason in p.plan.skipped:
+                log.warning("recipient skipped", extra={"case_id": p.facts.case_id,
+                                                        "reason": reason})
+            for d in p.plan.deliveries:
+                deliveries.setdefault(d.key, d)  # the same event twice in one batch
+        created = await self.repo.save_plan(
+            [doc for _, p in plans for doc in p.plan.documents], list(deliveries.values()))
+        by_key = {d.key: d for d in created}
+        for i, p in plans:
+            for planned_delivery in p.plan.deliveries:
+                d = by_key.pop(planned_delivery.key, None)
+                if d is not None:
+                    self._spawn(d, p.facts, planned_delivery.documents, events[i][2])
+        return created, failed
 
-    async def _write_plans(self) -> None:
-        while True:
-            batch = [await self._plans.get()]
-            while len(batch) < 256 and not self._plans.empty():
-                batch.append(self._plans.get_nowait())
-            seen: set[str] = set()
-            deliveries = []
-            for _, ds, _ in batch:
-                for p in ds:
-                    if p.key not in seen:  # the same event twice in one batch
-                        seen.add(p.key)
-                        deliveries.append(p)
+    def _plan_events(self, records: Sequence[Any],
+                     events: Sequence[tuple[UUID, int, Context | None]]
+                     ) -> tuple[list[Planned | Refused | BaseException | None], list[Case]]:
+        """In a thread: the cases decoded and folded, each event planned (its documents
+        rendered). A failure of one event is that event's alone."""
+        cases = {case_id: self._fold_events(history)
+                 for case_id, history in decode_histories(self.store, records).items()}
+        out: list[Planned | Refused | BaseException | None] = []
+        for case_id, version, _ in events:
             try:
-                rows = await self.repo.save_plan([doc for docs, _, _ in batch for doc in docs],
-                                                 deliveries)
+                out.append(self._plan_one(case_id, version, cases.get(case_id, ([], None))[0]))
             except Exception as exc:
-                for *_, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            by_key = {r.key: r for r in rows}
-            for _, ds, done in batch:
-                if not done.done():
-                    done.set_result([by_key.pop(p.key) for p in ds if p.key in by_key])
+                out.append(exc)
+        return out, [aggregate for _, aggregate in cases.values() if aggregate is not None]
+
+    def _plan_one(self, case_id: UUID, version: int, events: list[EventRow]
+                  ) -> Planned | Refused | None:
+        upto = events[:version]
+        facts = fold(str(case_id), upto)
+        if facts is None or len(upto) < version or upto[version - 1][1] != version:
+            return None
+        etype, _, at, data = upto[version - 1]
+        if etype not in TRIGGERS:
+            return None
+        trigger = Trigger(str(case_id), version, etype, at, data)
+        try:
+            return Planned(facts, self.planner.plan(facts, trigger))
+        except ConfidentialityBreach as exc:
+            # a (province) template put identity into a unit's document: send nothing
+            return Refused(trigger, str(exc))
+
+    async def _refused(self, event: tuple[UUID, int, Context | None], refused: Refused) -> None:
+        """The event's documents were refused by the confidentiality check: recorded on the
+        case as one dead letter for the whole event."""
+        case_id, version, context = event
+        trigger, error = refused.trigger, refused.error
+        kind = "+".join(kinds_for(trigger.type, trigger.data))
+        log.error("document refused by the confidentiality check",
+                  extra={"case_id": str(case_id), "version": version, "error": error})
+        NOTICES_DEAD_LETTERED.labels(kind, "*").inc()
+        record = self.recorder.record(case_id, lambda c: c.record_notice_dead_lettered(
+            notice_id=f"{trigger.event_id}:*:*", kind=kind, recipient="*", channel="*",
+            trigger_version=version, attempts=0, error=error, actor=NOTIFY_ACTOR,
+            at=self.clock()), None)
+        await (asyncio.create_task(record, context=context.copy()) if context else record)
 
     async def load(self, case_id: UUID) -> tuple[list[EventRow], Case | None]:
         """The case's events and aggregate. Concurrent loads share one query."""
@@ -246,17 +285,19 @@ class Notifier:
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=timeout)
         await self.recorder.stop()
-        helpers = [t for t in (self._plan_writer, self._case_loader) if t is not None]
-        for task in helpers:
-            task.cancel()
-        await asyncio.gather(*helpers, return_exceptions=True)
-        self._plan_writer = self._case_loader = None
+        if self._case_loader is not None:
+            self._case_loader.cancel()
+            await asyncio.gather(self._case_loader, return_exceptions=True)
+            self._case_loader = None
 
     # ------------------------------------------------------------------ sending
 
     def _spawn(self, d: Delivery, facts: CaseFacts | None,
-               rendered: list[Rendered] | None = None) -> None:
-        task = asyncio.create_task(self.deliver(d, facts, rendered), name=f"deliver:{d.key}")
+               rendered: list[Rendered] | None = None, context: Context | None = None) -> None:
+        """Send in a task of its own; `context`: the triggering message's (its trace and log
+        fields), copied, as the message's own is left when it is acked."""
+        task = asyncio.create_task(self.deliver(d, facts, rendered), name=f"deliver:{d.key}",
+                                   context=context.copy() if context is not None else None)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 

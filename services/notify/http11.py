@@ -76,7 +76,9 @@ class Http11Client:
         limit = self._limits.setdefault(key, asyncio.Semaphore(self.max_per_host))
         async with limit:
             try:
-                return await asyncio.wait_for(self._exchange(key, request), self.timeout)
+                # a deadline on this task, not wait_for's extra task per request
+                async with asyncio.timeout(self.timeout):
+                    return await self._exchange(key, request)
             except TimeoutError as exc:
                 raise HttpClientError(f"timed out after {self.timeout}s") from exc
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:

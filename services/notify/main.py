@@ -11,6 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from petitions.domain.directory import Directory
+from petitions.infra.batching import consume_batches
 from petitions.infra.identity import IdentityReads
 from petitions.infra.runtime import Runtime
 from petitions.infra.service import run_service
@@ -54,6 +55,7 @@ def build_notifier(settings: NotifyServiceSettings, runtime: Runtime,
         default_webhook=settings.default_webhook_url,
         retry=RetryPolicy(settings.max_attempts, settings.retry_base_s, settings.retry_cap_s),
         clock=utc_now, send_concurrency=settings.send_concurrency, poll_s=settings.poll_s,
+        record_linger_s=settings.record_linger_s,
     )
 
 
@@ -98,10 +100,10 @@ def main() -> None:
         notifier.start()
         mount_routes(app, notifier, IdentityReads(runtime.pool), utc_now)
         await refresh_consumer_filter(runtime, "notify", list(TRIGGERS))
-        # pulls of up to 256: the cases of one pull are loaded with one query and their plans
-        # written in one transaction, so a larger pull costs less per event under load (a pull
-        # returns what is there, so a quiet stream still gets single events at once)
-        runtime.consume("notify", list(TRIGGERS), notifier.on_event,
+        # each pull of up to 256 is one batch: its cases are read with one query and its plans
+        # stored in one transaction, acked after that commit (a pull returns what is there,
+        # so a quiet stream still gets single events at once)
+        consume_batches(runtime, "notify", list(TRIGGERS), notifier.on_batch,
                         ack_wait=max(30.0, settings.webhook_timeout_s * 4), batch=256)
 
         async def deliveries() -> None:

@@ -42,7 +42,7 @@ def guarded(command: Command) -> Command:
 
 class CaseRecorder:
     def __init__(self, store: CaseStore, settle: Settle, *, pool: asyncpg.Pool | None = None,
-                 max_batch: int = 256, cache_size: int = 4096) -> None:
+                 max_batch: int = 256, cache_size: int = 4096, linger: float = 0.02) -> None:
         self.store = store
         self.settle = settle
         self.pool = pool
@@ -50,6 +50,10 @@ class CaseRecorder:
         self._cache: OrderedDict[UUID, Case] = OrderedDict()
         self.cache_size = cache_size
         self.max_batch = max_batch
+        # A batch costs a version check, an append and a settle whatever its size: waiting
+        # this long for more outcomes after the first makes batches several times larger
+        # under a steady load. Only the recording waits; the notice has already been sent.
+        self.linger = linger
         self._queue: asyncio.Queue[tuple[UUID, Command, Any, asyncio.Future[None]]] = \
             asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -84,6 +88,8 @@ class CaseRecorder:
         while True:
             batch = [await self._queue.get()]
             self._busy = True
+            if self.linger and self._queue.qsize() < self.max_batch:
+                await asyncio.sleep(self.linger)
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:

@@ -100,6 +100,43 @@ _CLAIM_COLUMNS = ("id, event_id, recipient, channel, case_id, trigger_version, d
                   "party, document_ids, optional, state, attempts, last_error")
 
 
+# Rows go in as one array per column (asyncpg sends arrays in binary): no JSON to build on
+# our side and none to parse on the server's, which for documents' HTML was a measurable
+# part of storing a plan.
+_INSERT_DOCUMENTS = (
+    "INSERT INTO documents (id, case_id, event_id, kind, recipient, division, title, template,"
+    " data, html, text, encrypted, digest)"
+    " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],"
+    " $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::bool[],"
+    " $13::text[]) ON CONFLICT (id) DO NOTHING")
+# document_ids travel comma-joined: PostgreSQL arrays of arrays must be rectangular
+_INSERT_DELIVERIES = (
+    f"INSERT INTO deliveries (event_id, recipient, channel, id, case_id, trigger_version,"
+    f" division, kind, party, document_ids, optional, state, attempts, lease_until, claimed_by)"
+    f" SELECT d.event_id, d.recipient, d.channel, d.id, d.case_id, d.trigger_version,"
+    f" d.division, d.kind, d.party, string_to_array(d.document_ids, ',')::uuid[], d.optional,"
+    f" 'sending', 1, now() + make_interval(secs => $12), $13"
+    f" FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::int[],"
+    f" $7::text[], $8::text[], $9::text[], $10::text[], $11::bool[]) AS d(event_id, recipient,"
+    f" channel, id, case_id, trigger_version, division, kind, party, document_ids, optional)"
+    f" ON CONFLICT (event_id, recipient, channel) DO NOTHING RETURNING {_CLAIM_COLUMNS}")
+_SETTLE = (
+    "UPDATE deliveries d SET state = o.state, last_error = o.error,"
+    " provider_ref = coalesce(o.provider_ref, d.provider_ref),"
+    " next_attempt_at = CASE WHEN o.retry_in IS NULL THEN d.next_attempt_at"
+    "   ELSE now() + make_interval(secs => o.retry_in) END,"
+    " lease_until = NULL, updated_at = now()"
+    " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::float8[])"
+    "   AS o(id, state, error, provider_ref, retry_in)"
+    " WHERE d.id = o.id AND d.state NOT IN ('delivered', 'sent')")
+_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as columns, for `unnest($1::..[], $2::..[], ...)`."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
 class NotifyRepository:
     def __init__(self, pool: asyncpg.Pool, cipher: DocumentCipher, instance: str,
                  lease_s: float) -> None:
@@ -119,51 +156,25 @@ class NotifyRepository:
             return []
         async with self.pool.acquire() as conn, conn.transaction():
             if documents:
-                await conn.execute(
-                    "INSERT INTO documents (id, case_id, event_id, kind, recipient, division, "
-                    "title, template, data, html, text, encrypted, digest) "
-                    "SELECT d.id, d.case_id, d.event_id, d.kind, d.recipient, d.division, "
-                    "d.title, d.template, d.data, d.html, d.text, d.encrypted, d.digest "
-                    "FROM jsonb_to_recordset($1::jsonb) AS d(id uuid, case_id uuid, "
-                    "event_id text, kind text, recipient text, division text, title text, "
-                    "template text, data jsonb, html text, text text, encrypted boolean, "
-                    "digest text) ON CONFLICT (id) DO NOTHING",
-                    json.dumps([self._document_row(d) for d in documents], ensure_ascii=False))
+                await conn.execute(_INSERT_DOCUMENTS, *_columns(
+                    [self._document_row(d) for d in documents], 13))
             if not deliveries:
                 return []
-            rows = await conn.fetch(
-                f"INSERT INTO deliveries (event_id, recipient, channel, id, case_id, "
-                f"trigger_version, division, kind, party, document_ids, optional, state, "
-                f"attempts, lease_until, claimed_by) "
-                f"SELECT d.event_id, d.recipient, d.channel, d.id, d.case_id, d.trigger_version, "
-                f"d.division, d.kind, d.party, d.document_ids, d.optional, 'sending', 1, "
-                f"now() + make_interval(secs => $2), $3 "
-                f"FROM jsonb_to_recordset($1::jsonb) AS d(event_id text, recipient text, "
-                f"channel text, id uuid, case_id uuid, trigger_version int, division text, "
-                f"kind text, party text, document_ids uuid[], optional boolean) "
-                f"ON CONFLICT (event_id, recipient, channel) DO NOTHING "
-                f"RETURNING {_CLAIM_COLUMNS}",
-                json.dumps([{
-                    "event_id": p.event_id, "recipient": p.recipient, "channel": p.channel,
-                    "id": str(delivery_id(p.key)), "case_id": p.case_id,
-                    "trigger_version": p.trigger_version, "division": p.division,
-                    "kind": p.kind, "party": p.party,
-                    "document_ids": [str(d.id) for d in p.documents], "optional": p.optional,
-                } for p in deliveries]),
-                self.lease_s, self.instance,
-            )
+            rows = await conn.fetch(_INSERT_DELIVERIES, *_columns([(
+                p.event_id, p.recipient, p.channel, delivery_id(p.key), p.case_id,
+                p.trigger_version, p.division, p.kind, p.party,
+                ",".join(str(d.id) for d in p.documents), p.optional,
+            ) for p in deliveries], 11), self.lease_s, self.instance)
         return [Delivery.from_row(r) for r in rows]
 
-    def _document_row(self, d: Rendered) -> dict[str, Any]:
+    def _document_row(self, d: Rendered) -> tuple[Any, ...]:
         html, text = d.html, d.text
         if d.for_petitioner:
             html = base64.b64encode(self.cipher.seal(html.encode())).decode()
             text = base64.b64encode(self.cipher.seal(text.encode())).decode()
-        return {"id": str(d.id), "case_id": d.event_id.split(":", 1)[0],
-                "event_id": d.event_id, "kind": d.kind, "recipient": d.recipient,
-                "division": d.division, "title": d.title, "template": d.template,
-                "data": d.data, "html": html, "text": text, "encrypted": d.for_petitioner,
-                "digest": d.digest}
+        return (d.id, d.event_id.split(":", 1)[0], d.event_id, d.kind, d.recipient,
+                d.division, d.title, d.template, _JSON.encode(d.data), html, text,
+                d.for_petitioner, d.digest)
 
     # ------------------------------------------------------------------ claiming
 
@@ -192,19 +203,9 @@ class NotifyRepository:
         """(delivery, new state, error, provider ref, retry in seconds) for many at once."""
         if not outcomes:
             return
-        await self.pool.execute(
-            "UPDATE deliveries d SET state = o.state, last_error = o.error,"
-            " provider_ref = coalesce(o.provider_ref, d.provider_ref),"
-            " next_attempt_at = CASE WHEN o.retry_in IS NULL THEN d.next_attempt_at"
-            "   ELSE now() + make_interval(secs => o.retry_in) END,"
-            " lease_until = NULL, updated_at = now()"
-            " FROM jsonb_to_recordset($1::jsonb) AS o(id uuid, state text, error text,"
-            "   provider_ref text, retry_in float8)"
-            " WHERE d.id = o.id AND d.state NOT IN ('delivered', 'sent')",
-            json.dumps([{"id": str(d.id), "state": state, "error": error,
-                         "provider_ref": ref, "retry_in": retry_in}
-                        for d, state, error, ref, retry_in in outcomes]),
-        )
+        await self.pool.execute(_SETTLE, *_columns(
+            [(d.id, state, error, ref, retry_in) for d, state, error, ref, retry_in in outcomes],
+            5))
 
     # ------------------------------------------------------------------ documents
 

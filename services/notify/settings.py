@@ -33,4 +33,6 @@ class NotifyServiceSettings(NotifySettings):
     retry_cap_s: float = Field(600.0, alias="NOTIFY_RETRY_CAP_S")
     poll_s: float = Field(0.5, alias="NOTIFY_POLL_S")
     send_concurrency: int = Field(128, alias="NOTIFY_SEND_CONCURRENCY")
+    # How long the recorder waits for more outcomes before appending a batch of them.
+    record_linger_s: float = Field(0.02, alias="NOTIFY_RECORD_LINGER_S")
     instance_id: str = Field(f"{socket.gethostname()}:{os.getpid()}", alias="NOTIFY_INSTANCE_ID")

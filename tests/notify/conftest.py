@@ -24,7 +24,7 @@ from aiosmtpd.controller import Controller
 
 from petitions.devstack import free_port
 from petitions.domain.case import Case
-from petitions.domain.values import Actor, Category, Channel, Contact, Petitioner
+from petitions.domain.values import Actor, Category, Channel, Contact, Petitioner, local_date
 from petitions.infra.dsn import as_uri
 from petitions.infra.settings import DEV_WEBHOOK_SECRET, CommonAuthSettings
 from petitions.infra.store import CaseStore
@@ -305,7 +305,7 @@ def routed(case: Case, unit_id: str = "land-330106") -> Case:
 def accepted(case: Case, mode: str = "assign", assisting: list[str] | None = None) -> Case:
     now = datetime.now(UTC)
     case.accept(mode=mode, lead_unit="land-330106", assisting_units=assisting or [],
-                decided_on=now.date(), actor=SUPERVISOR, at=now, reason="符合受理条件")
+                decided_on=local_date(now), actor=SUPERVISOR, at=now, reason="符合受理条件")
     return case
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from petitions.domain.values import Channel, Contact
+from petitions.domain.values import Channel, Contact, local_date
 from services.notify.handler import webhook_payload
 from tests.notify.conftest import (
     IDENTITY,
@@ -100,13 +100,13 @@ async def test_documents_by_every_channel_and_no_identity_to_units(
     SMS), then a scan of everything that went to anyone but the petitioner."""
     case = accepted(routed(registered()), assisting=["housing-330106"])
     now = datetime.now(UTC)
-    case.start_clock(clock="handling", started_on=now.date().isoformat(),
-                     due_on=now.date().isoformat(), length=60, day_kind="calendar",
+    case.start_clock(clock="handling", started_on=local_date(now).isoformat(),
+                     due_on=local_date(now).isoformat(), length=60, day_kind="calendar",
                      explanation="60 days", provisional=False,
                      actor=ROUTER, at=now, reason="accepted")
-    case.warn_clock(clock="handling", due_on=now.date().isoformat(), actor=case_actor(),
+    case.warn_clock(clock="handling", due_on=local_date(now).isoformat(), actor=case_actor(),
                     at=now)
-    case.record_clock_missed(clock="handling", due_on=now.date().isoformat(),
+    case.record_clock_missed(clock="handling", due_on=local_date(now).isoformat(),
                              actor=case_actor(), at=now)
     case.report_emergency(occurred_at=now, place="区政府门口", scale="约30人聚集",
                           people=f"{PETITIONER.name}等村民", cause="宅基地分配",
