@@ -233,6 +233,21 @@ def publishing(event_type: str, event_id: str, case_id: str, traceparent: str | 
 
 
 @contextlib.contextmanager
+def resumed(traceparent: str | None, name: str,
+            attributes: Mapping[str, Any] | None = None) -> Iterator[None]:
+    """An INTERNAL span continuing the trace stored with an event, for work done later on
+    its behalf (a retried delivery): what it appends stays in that trace. Nothing without a
+    stored context."""
+    if not traceparent:
+        yield
+        return
+    parent = _W3C.extract({"traceparent": traceparent})
+    with TRACER.start_as_current_span(name, context=parent, kind=SpanKind.INTERNAL,
+                                      attributes=dict(attributes or {})):
+        yield
+
+
+@contextlib.contextmanager
 def consuming(consumer: str, subject: str, headers: Mapping[str, str] | None,
               event_type: str, event_id: str, case_id: str, deliveries: int) -> Iterator[Span]:
     """A CONSUMER span, child of the context in the message headers."""

@@ -26,6 +26,7 @@ from uuid import UUID
 
 from petitions.domain.case import Case
 from petitions.domain.values import Actor
+from petitions.infra import tracing
 from petitions.infra.batching import HISTORIES_SQL, decode_histories, rebuild
 from petitions.infra.events import event_data
 from petitions.infra.metrics import NOTICES_DEAD_LETTERED, NOTICES_DELIVERED, NOTICES_FAILED
@@ -304,11 +305,14 @@ class Notifier:
     async def deliver(self, d: Delivery, facts: CaseFacts | None,
                       rendered: list[Rendered] | None = None) -> None:
         async with self._slots:
-            try:
-                await self._deliver(d, facts, rendered)
-            except Exception:
-                # the row stays `sending`; its lease runs out and the poller retries it
-                log.exception("delivery bookkeeping failed", extra={"delivery": str(d.id)})
+            # A later attempt (claimed by the poller) continues the triggering event's trace,
+            # so its outcome is recorded in the petition's trace too.
+            with tracing.resumed(d.traceparent, f"deliver {d.kind}", _span_attributes(d)):
+                try:
+                    await self._deliver(d, facts, rendered)
+                except Exception:
+                    # the row stays `sending`; its lease runs out and the poller retries it
+                    log.exception("delivery bookkeeping failed", extra={"delivery": str(d.id)})
 
     async def _deliver(self, d: Delivery, facts: CaseFacts | None,
                        rendered: list[Rendered] | None) -> None:
@@ -423,6 +427,11 @@ class Notifier:
         await self.recorder.record(d.case_id, command, outcome)
         if not final:
             asyncio.get_running_loop().call_later(outcome[4] or 0, self.wake)  # type: ignore[arg-type]
+
+
+def _span_attributes(d: Delivery) -> dict[str, Any]:
+    return {tracing.CASE_ID_ATTRIBUTE: str(d.case_id), "petitions.delivery.channel": d.channel,
+            "petitions.delivery.attempt": d.attempts}
 
 
 def webhook_payload(d: Delivery, docs: list[Any]) -> dict[str, Any]:

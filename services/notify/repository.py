@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from petitions.infra.store import TRACE_CONTEXT_TABLE
 from services.notify.documents import Rendered
 from services.notify.plan import PlannedDelivery
 
@@ -64,6 +65,9 @@ class Delivery:
     attempts: int
     prior_state: str = "pending"
     last_error: str | None = None
+    # The trace context stored with the triggering event, for an attempt made later (a
+    # retry, or a send a dead sender left): it stays in the petition's trace.
+    traceparent: str | None = None
 
     @property
     def key(self) -> str:
@@ -74,7 +78,8 @@ class Delivery:
         return cls(r["id"], r["event_id"], r["recipient"], r["channel"], r["case_id"],
                    r["trigger_version"], r["division"], r["kind"], r["party"],
                    list(r["document_ids"]), r["optional"], r["state"], r["attempts"],
-                   r.get("prior_state") or "pending", r.get("last_error"))
+                   r.get("prior_state") or "pending", r.get("last_error"),
+                   r.get("traceparent"))
 
 
 @dataclass
@@ -193,7 +198,9 @@ class NotifyRepository:
             f" FROM due WHERE (d.event_id, d.recipient, d.channel) ="
             f"  (due.event_id, due.recipient, due.channel)"
             f" RETURNING {', '.join('d.' + c for c in _CLAIM_COLUMNS.split(', '))},"
-            f"  due.prior_state",
+            f"  due.prior_state, (SELECT t.traceparent FROM {TRACE_CONTEXT_TABLE} t"
+            f"   WHERE t.originator_id = d.case_id"
+            f"     AND t.originator_version = d.trigger_version) AS traceparent",
             limit, self.lease_s, self.instance,
         )
         return [Delivery.from_row(r) for r in rows]

@@ -280,3 +280,45 @@ async def test_webhook_body_is_the_same_bytes_on_a_resend(notifier, notify_store
 
 def case_actor():
     return SUPERVISOR
+
+
+async def test_a_retried_delivery_stays_in_the_trace_of_the_event_that_caused_it(
+        notify_env, notify_store, notify_pool, webhook_sink, smtp_server, sms_gateway):
+    """The poller's later attempts continue the trigger's trace, so the outcomes they append
+    (and what consumers do with them) are found in the petition's one trace."""
+    from uuid import uuid4
+
+    from petitions.infra import tracing
+    from petitions.infra.settings import CommonAuthSettings
+    from petitions.infra.store import CaseStore
+
+    trace_id = uuid4().hex
+    trigger_context = f"00-{trace_id}-{uuid4().hex[:16]}-01"
+    traced = CaseStore(notify_env.postgres_dsn, pool_size=2,
+                       cipher_key=CommonAuthSettings().payload_encryption_key,
+                       trace_context=tracing.current_traceparent)
+    notifier = make_notifier(traced, notify_pool, webhook_sink, smtp_server, sms_gateway,
+                             instance=f"test-{uuid4().hex[:6]}")
+    notifier.start()
+    stopping = asyncio.Event()
+    poller = asyncio.create_task(notifier.run(stopping))
+    try:
+        webhook_sink.modes["/units/hr-330106"] = "fail"
+        case = await save(notify_store, routed(registered(), unit_id="hr-330106"))
+        await notify_pool.execute(
+            "INSERT INTO event_trace_context (originator_id, originator_version, traceparent) "
+            "VALUES ($1, 2, $2)", case.id, trigger_context)
+        await notifier.handle_event(case.id, 2)
+        await wait_until(lambda: "NoticeDeadLettered" in history_types(notify_store, case.id))
+    finally:
+        webhook_sink.modes.pop("/units/hr-330106", None)
+        stopping.set()
+        await poller
+        await notifier.client.aclose()
+        traced.close()
+    rows = await notify_pool.fetch(
+        "SELECT originator_version, traceparent FROM event_trace_context "
+        "WHERE originator_id = $1 AND originator_version > 3 ORDER BY 1", case.id)
+    # attempts 2 and 3 were claimed by the poller: their outcomes are versions 4 and 5
+    assert [r["originator_version"] for r in rows] == [4, 5]
+    assert all(r["traceparent"].split("-")[1] == trace_id for r in rows)
