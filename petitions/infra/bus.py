@@ -6,7 +6,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,11 +95,26 @@ class Bus:
         """Publish once; returns False when JetStream dropped it as a duplicate."""
         ack = await self.js.publish(
             self.subject(event_type),
-            json.dumps(body, ensure_ascii=False, default=str).encode(),
+            _encode(body),
             stream=self.stream,
             headers={"Nats-Msg-Id": msg_id, **(headers or {})},
         )
         return not ack.duplicate
+
+    async def publish_all(self, messages: Sequence[Outgoing], timeout: float = 10.0) -> None:
+        """Publish every message without waiting for each one's ack in turn, then wait for
+        them all (one task for the lot instead of a request per message); raises the first
+        failure once every ack has come in or the time is up. A duplicate is acked too."""
+        acks = []
+        for event_type, msg_id, body, headers in messages:
+            acks.append(await self.js.publish_async(
+                self.subject(event_type), _encode(body), stream=self.stream,
+                headers={"Nats-Msg-Id": msg_id, **headers}))
+        results = await asyncio.wait_for(asyncio.gather(*acks, return_exceptions=True),
+                                         timeout)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def close(self, timeout: float = 5.0) -> None:
         """Drain (finish pending publishes and acks), but never hang a shutdown on it."""
@@ -117,6 +132,14 @@ class Bus:
     @property
     def connected(self) -> bool:
         return self.nc.is_connected
+
+
+# (event type, Nats-Msg-Id, body, headers)
+Outgoing = tuple[str, str, dict[str, Any], dict[str, str]]
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, default=str).encode()
 
 
 async def _on_error(exc: Exception) -> None:

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from petitions.infra.events import LoggedEvent
+from petitions.infra.events import EventDecoder, LoggedEvent
 from petitions.infra.pools import holds_session_state
 from petitions.infra.store import EVENTS_TABLE, TRACE_CONTEXT_TABLE
 
@@ -22,6 +22,8 @@ class EventLog:
     def __init__(self, pool: asyncpg.Pool, decode: Decoder) -> None:
         self.pool = pool
         self.decode = decode
+        # Straight to plain data, without domain event objects (half the cost of a read).
+        self._plain = EventDecoder.for_decode(decode)
 
     async def read_after(self, position: int, limit: int = 500,
                          conn: asyncpg.Connection | None = None) -> list[LoggedEvent]:
@@ -49,13 +51,15 @@ class EventLog:
             f"WHERE e.notification_id > $1 ORDER BY e.notification_id LIMIT $2"
         )
         rows = await self.pool.fetch(sql, position, limit)
-        return [
-            dataclasses.replace(LoggedEvent.from_domain_event(
-                r["notification_id"],
-                self.decode(r["originator_id"], r["originator_version"], r["topic"], r["state"]),
-            ), traceparent=r["traceparent"])
-            for r in rows
-        ]
+        return [self._plain_event(r) for r in rows]
+
+    def _plain_event(self, r: asyncpg.Record) -> LoggedEvent:
+        name, recorded_at, data = self._plain.decode(
+            r["originator_id"], r["originator_version"], r["topic"], r["state"])
+        return LoggedEvent(position=r["notification_id"], case_id=r["originator_id"],
+                           version=r["originator_version"], type=name,
+                           recorded_at=datetime.fromisoformat(recorded_at), data=data,
+                           topic=r["topic"], traceparent=r["traceparent"])
 
     async def head(self) -> int:
         value = await self.pool.fetchval(f"SELECT max(notification_id) FROM {EVENTS_TABLE}")

@@ -12,6 +12,7 @@ Every candidate reports the relay lag (`petitions_relay_lag_events`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -20,7 +21,6 @@ import asyncpg
 from petitions.infra import tracing
 from petitions.infra.bus import Bus
 from petitions.infra.eventlog import EventLog, LogWaker, Positions
-from petitions.infra.events import LoggedEvent
 from petitions.infra.store import EVENTS_TABLE
 from petitions.infra.pools import holds_session_state
 from petitions.infra.metrics import RELAY_LAG, RELAY_LEADER, RELAY_PUBLISHED
@@ -94,19 +94,20 @@ class Relay:
         events = await self.log.read_traced_after(self.position, self.batch)
         if not events:
             return False
-        # Published concurrently for throughput; consumers never rely on arrival order
-        # across events (they load the case from the store).
-        await asyncio.gather(*(self._publish(e) for e in events))
+        # Sent without waiting for each ack in turn; consumers never rely on arrival order
+        # across events (they load the case from the store). Each event's PRODUCER span
+        # lasts until the batch is acked.
+        with contextlib.ExitStack() as spans:
+            await self.bus.publish_all([
+                (e.type, e.event_id, e.to_message(), spans.enter_context(tracing.publishing(
+                    e.type, e.event_id, str(e.case_id), e.traceparent,
+                    self.bus.subject(e.type))))
+                for e in events])
         self.position = events[-1].position
         await self.positions.set(READER, self.position)
         self.published += len(events)
         RELAY_PUBLISHED.labels(self.service).inc(len(events))
         return True
-
-    async def _publish(self, e: LoggedEvent) -> None:
-        with tracing.publishing(e.type, e.event_id, str(e.case_id), e.traceparent,
-                                self.bus.subject(e.type)) as headers:
-            await self.bus.publish(e.type, e.event_id, e.to_message(), headers=headers)
 
     async def _report_lag(self, position: int, conn: asyncpg.Connection | None = None) -> None:
         """Lag = the store's head notification id minus the published position."""

@@ -79,3 +79,19 @@ async def test_only_one_relay_leads(pool, event_log, bus):
     stopping.set()
     await asyncio.gather(*tasks)
     assert leaders.count(True) == 1
+
+
+async def test_the_relay_reads_the_same_messages_as_the_domain_events_give(store, event_log):
+    """The relay decodes stored events straight to plain data; its messages are those the
+    domain event objects give, for every kind of event of a busy case."""
+    from tests.integration.test_read_path import _rich
+
+    case = _rich(new_case())
+    await asyncio.to_thread(store.save, case)
+    first = await event_log.pool.fetchval(
+        "SELECT min(notification_id) - 1 FROM cases_events WHERE originator_id = $1", case.id)
+    ours = [e for e in await event_log.read_traced_after(first, 1000) if e.case_id == case.id]
+    domain = [e for e in await event_log.read_after(first, 1000) if e.case_id == case.id]
+    assert len(ours) == len(domain) == case.version and len({e.type for e in ours}) >= 8
+    assert [e.to_message() for e in ours] == [e.to_message() for e in domain]
+    assert [e.topic for e in ours] == [e.topic for e in domain]
