@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.cryptography import AESCipher
@@ -175,7 +176,12 @@ class EventDecoder:
     def decode(self, case_id: UUID, version: int, topic: str, state: bytes) -> DecodedEvent:
         name, class_version, cls = self._class(topic)
         plain = self._plaintext(bytes(state))
-        fields = _JSON.decode(plain.decode("utf-8"))
+        try:
+            # Twice as fast as the standard decoder, to the same values; what it refuses
+            # (integers past 64 bits, NaN, lone surrogates) the standard one reads as ever.
+            fields = orjson.loads(plain)
+        except orjson.JSONDecodeError:
+            fields = _JSON.decode(plain.decode("utf-8"))
         stamp = fields.pop("timestamp", None)
         if (type(stamp) is dict and stamp.get("_type_") == "datetime_iso"
                 and plain.count(_TYPE_MARK) == 1):
