@@ -343,33 +343,48 @@ def _jsonb_text(data: bytes) -> str:
 async def _fill_with(conn: asyncpg.Connection, writer: asyncpg.Connection,
                      decoder: EventDecoder | GenericDecoder, fetch: int, copy_rows: int,
                      case_range: CaseRange) -> None:
+    # With a second connection the server reads the next batch and parses the last COPY
+    # while this process folds; both progress only while the event loop runs, hence the
+    # yields (without them the folding and the server took turns, each idle half the time).
+    overlap = writer is not conn
     pending: list[tuple[Any, ...]] = []
     copying: asyncio.Task[Any] | None = None
     cursor = await conn.cursor(_CASE_ROWS, CASE_EVENT_TOPIC_PREFIX, *case_range)
+    fetching: asyncio.Future[list[asyncpg.Record]] | None = asyncio.ensure_future(
+        cursor.fetch(fetch))
     carried: list[asyncpg.Record] = []
     try:
-        while True:
-            batch = await cursor.fetch(fetch)
+        while fetching is not None:
+            batch = await fetching
             last_batch = len(batch) < fetch
+            fetching = (asyncio.ensure_future(cursor.fetch(fetch))
+                        if overlap and not last_batch else None)
             groups = itertools.groupby(carried + batch if carried else batch, _CASE_ID)
             cases = [(case_id, list(rows)) for case_id, rows in groups]
             # The last case of a full batch may go on in the next one.
             carried = cases.pop()[1] if cases and not last_batch else []
-            for case_id, rows in cases:
+            for n, (case_id, rows) in enumerate(cases, 1):
                 row = _case_row(decoder, case_id, rows)
                 if row is not None:
                     pending.append(row)
                 if len(pending) >= copy_rows:
                     copying = await _copy(writer, copying, pending)
                     pending = []
-                    if writer is conn:  # one connection: the COPY ends before the next fetch
+                    if not overlap:  # one connection: the COPY ends before the next fetch
                         copying = await _copy(writer, copying, [])
-            if last_batch:
-                break
+                elif overlap and n % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            if not overlap and not last_batch:
+                fetching = asyncio.ensure_future(cursor.fetch(fetch))
         copying = await _copy(writer, copying, pending)
+        copying = await _copy(writer, copying, [])
     finally:
-        if copying is not None:
-            await copying
+        # After a failure, what is in flight ends before the transaction is rolled back.
+        await asyncio.gather(*(t for t in (fetching, copying) if t is not None),
+                             return_exceptions=True)
+
+
+_YIELD_EVERY = 32  # cases (a few milliseconds of folding, about a socket buffer of rows)
 
 
 async def _copy(writer: asyncpg.Connection, previous: asyncio.Task[Any] | None,
