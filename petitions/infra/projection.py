@@ -233,6 +233,9 @@ _CASE_ROWS = (f"SELECT originator_id, originator_version, topic, state, notifica
               f"AND originator_id >= $2 AND ($3::uuid IS NULL OR originator_id < $3) "
               f"ORDER BY originator_id, originator_version")
 CaseRange = tuple[UUID, UUID | None]
+# The server reads a range of the log and sorts it by case: in memory, rather than through
+# temporary files, while the range is tens of megabytes (for this transaction only).
+_SORT_MEMORY = "SET LOCAL work_mem = '64MB'"
 # A summary (about 2 kB of jsonb) stays in its row uncompressed unless the row outgrows a
 # page: compressing every one on COPY was a third of the server's work in a rebuild (and
 # every read of a summary paid to decompress it), for a table about 40% smaller.
@@ -349,6 +352,7 @@ async def _fill_with(conn: asyncpg.Connection, writer: asyncpg.Connection,
     overlap = writer is not conn
     pending: list[tuple[Any, ...]] = []
     copying: asyncio.Task[Any] | None = None
+    await conn.execute(_SORT_MEMORY)
     cursor = await conn.cursor(_CASE_ROWS, CASE_EVENT_TOPIC_PREFIX, *case_range)
     fetching: asyncio.Future[list[asyncpg.Record]] | None = asyncio.ensure_future(
         cursor.fetch(fetch))
