@@ -438,7 +438,12 @@ async def _build_indexes(*conns: asyncpg.Connection) -> list[tuple[str, asyncpg.
         for statement in pending:
             await conn.execute(statement)
 
-    await asyncio.gather(*(build(c) for c in dict.fromkeys(conns)))
+    # Every build ends before a failure is raised: no connection goes back to its pool busy.
+    results = await asyncio.gather(*(build(c) for c in dict.fromkeys(conns)),
+                                   return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
     return renames
 
 
