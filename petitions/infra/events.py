@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -197,16 +196,19 @@ class EventDecoder:
 
 
 _STATE_ONLY = ("originator_id", "originator_version", "originator_topic")
-# A JSON number with 19 digits or more before any fraction: orjson would read an integer
-# past 64 bits as a float (matches inside strings only cost the slower parser).
-_LONG_NUMBER = re.compile(rb"[\[:,]\s*-?\d{19}")
+# A JSON number of 19 digits or more (orjson would read an integer past 64 bits as a float)
+# starts after ":", "," or "[" and maybe spaces and "-": with digits made "0" and those three
+# ":", it is ":" and 19 "0"s (the same in a string only costs the slower parser). A regular
+# expression took five times what the parse does.
+_NUMBER_SHAPES = bytes(48 if 48 <= b <= 57 else 58 if b in b":,[" else 120 for b in range(256))
+_LONG_NUMBER = b":" + b"0" * 19
 
 
 def _parse(plain: bytes) -> Any:
     """JSON as the standard decoder reads it, by orjson (twice as fast) where it gives the
     same values; what it refuses (NaN, lone surrogates) or would change (long integers)
     goes the standard way."""
-    if _LONG_NUMBER.search(plain) is None:
+    if _LONG_NUMBER not in plain.translate(_NUMBER_SHAPES, b" \t\n\r-"):
         try:
             return orjson.loads(plain)
         except orjson.JSONDecodeError:
