@@ -320,19 +320,29 @@ async def _fill(conn: asyncpg.Connection, writer: asyncpg.Connection,
                 case_range: CaseRange) -> None:
     """Fold every case of `case_range` in `conn`'s snapshot of the log into rows COPYed into
     the new table, one COPY in flight beside the folding."""
-    async with _jsonb_as_bytes(writer):
+    async with _copying(writer):
         await _fill_with(conn, writer, decoder, fetch, copy_rows, case_range)
 
 
 @contextlib.asynccontextmanager
-async def _jsonb_as_bytes(conn: asyncpg.Connection) -> AsyncIterator[None]:
-    """jsonb parameters taken as UTF-8 JSON bytes, for the COPYs: decoding the encoder's
-    bytes to str only for the driver to encode it again cost a tenth of the folding."""
+async def _copying(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """`conn` set for the COPYs, and back as it was after them.
+
+    jsonb parameters are taken as UTF-8 JSON bytes: decoding the encoder's bytes to str only
+    for the driver to encode it again cost a tenth of the folding. And the COPYs' commits do
+    not wait for the disk: nothing reads the new table before the swap, whose commit is
+    flushed with all that was logged before it. (On the one connection of a pool of one,
+    the COPYs commit with the read instead.)"""
     await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary",
                               encoder=_JSONB_VERSION.__add__, decoder=_jsonb_text)
+    own_commits = not conn.is_in_transaction()
+    if own_commits:
+        await conn.execute("SET synchronous_commit = off")
     try:
         yield
     finally:
+        if own_commits:
+            await conn.execute("RESET synchronous_commit")
         await conn.reset_type_codec("jsonb", schema="pg_catalog")
 
 
