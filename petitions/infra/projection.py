@@ -141,8 +141,9 @@ class CaseSummaryProjection:
                         raise RuntimeError(f"projection rebuild: a worker failed ({failed})")
                 # Indexes and statistics before the swap, so that readers of the old table
                 # wait only for the renames; the lock still keeps projectors out.
-                renames = await _build_indexes(conn, writer)
-                await writer.execute(f"ANALYZE {_NEXT}")
+                async with _unflushed(conn, writer):
+                    renames = await _build_indexes(conn, writer)
+                    await writer.execute(f"ANALYZE {_NEXT}")
                 async with writer.transaction():
                     await _swap_in(writer, renames)
                     await self.positions.set(READER, position, writer)
@@ -326,24 +327,31 @@ async def _fill(conn: asyncpg.Connection, writer: asyncpg.Connection,
 
 @contextlib.asynccontextmanager
 async def _copying(conn: asyncpg.Connection) -> AsyncIterator[None]:
-    """`conn` set for the COPYs, and back as it was after them.
-
-    jsonb parameters are taken as UTF-8 JSON bytes: decoding the encoder's bytes to str only
-    for the driver to encode it again cost a tenth of the folding. And the COPYs' commits do
-    not wait for the disk: nothing reads the new table before the swap, whose commit is
-    flushed with all that was logged before it. (On the one connection of a pool of one,
-    the COPYs commit with the read instead.)"""
+    """`conn` set for the COPYs, and back as it was after them: jsonb parameters taken as
+    UTF-8 JSON bytes (decoding the encoder's bytes to str only for the driver to encode it
+    again cost a tenth of the folding), commits not waiting for the disk."""
     await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary",
                               encoder=_JSONB_VERSION.__add__, decoder=_jsonb_text)
-    own_commits = not conn.is_in_transaction()
-    if own_commits:
-        await conn.execute("SET synchronous_commit = off")
+    try:
+        async with _unflushed(conn):
+            yield
+    finally:
+        await conn.reset_type_codec("jsonb", schema="pg_catalog")
+
+
+@contextlib.asynccontextmanager
+async def _unflushed(*conns: asyncpg.Connection) -> AsyncIterator[None]:
+    """Commits of `conns` that do not wait for the disk, for what fills the new table:
+    nothing reads it before the swap, whose commit is flushed with all that was logged
+    before it. (The connection of a pool of one commits its COPYs with its read instead.)"""
+    own = [c for c in dict.fromkeys(conns) if not c.is_in_transaction()]
+    for c in own:
+        await c.execute("SET synchronous_commit = off")
     try:
         yield
     finally:
-        if own_commits:
-            await conn.execute("RESET synchronous_commit")
-        await conn.reset_type_codec("jsonb", schema="pg_catalog")
+        for c in own:
+            await c.execute("RESET synchronous_commit")
 
 
 _JSONB_VERSION = b"\x01"  # jsonb's binary form: a version byte, then the JSON text
