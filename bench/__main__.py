@@ -309,7 +309,10 @@ def phase_projection(stack: Stack, args: argparse.Namespace, out: dict[str, Any]
         out["projection"] = asyncio.run(projection.rebuild_and_select(as_uri(dsn), store))
         p = out["projection"]
         log(f"  -> rebuild {p['rebuild_events_per_s']:.0f} events/s, "
-            f"plain SELECT {p['select_rows_per_s']:.0f} rows/s")
+            f"plain SELECT {p['select_rows_per_s']:.0f} rows/s; rebuild CPU s: "
+            f"{p['rebuild_cpu_s']:.2f} parent, {p['rebuild_workers_cpu_s']:.2f} workers, "
+            f"{p['rebuild_server_cpu_s'] or 0:.2f} PostgreSQL "
+            f"({p['autovacuums_during_rebuild']} autovacuum runs meanwhile)")
     finally:
         store.close()
 

@@ -26,7 +26,7 @@ from petitions.infra.events import (
     fold_domain_events,
     fold_stored,
 )
-from petitions.infra.projection import READER, CaseSummaryProjection
+from petitions.infra.projection import READER, CaseSummaryProjection, _summary_json
 from petitions.infra.settings import CommonAuthSettings
 from petitions.infra.store import CaseApplication
 from tests.integration.conftest import new_case
@@ -128,6 +128,21 @@ def test_other_custom_typed_values_are_decoded_by_the_transcoder(popo_mapper):
     got = EventDecoder(popo_mapper).decode(*_args(odd))
     assert got == _as_the_store_does(popo_mapper, odd)
     assert got[2]["extra"] == datetime.fromisoformat("2026-03-02T09:00:00+08:00")
+
+
+def test_json_beyond_the_fast_parser_is_read_as_the_store_reads_it(popo_mapper):
+    stored = _stored(popo_mapper, new_case())[0]
+    odd = _reencrypted(popo_mapper, stored, lambda state: state.update(
+        big=2 ** 70 + 1, small=-(2 ** 63) - 1, note="id 330106199001011234, [ -1234567890123456789 ]"))
+    got = EventDecoder(popo_mapper).decode(*_args(odd))
+    assert got == _as_the_store_does(popo_mapper, odd)
+    assert (got[2]["big"], got[2]["small"]) == (2 ** 70 + 1, -(2 ** 63) - 1)
+
+
+def test_summaries_the_fast_encoder_refuses_are_written_as_before():
+    for summary in ({"n": 2 ** 70, "text": "重新丈量"}, {1: "a", "b": [None, 1.5]}):
+        assert json.loads(_summary_json(summary)) == \
+            json.loads(json.dumps(summary, ensure_ascii=False))
 
 
 def test_a_tampered_state_does_not_decode(popo_mapper):
@@ -270,6 +285,22 @@ async def test_a_failed_rebuild_leaves_the_projection_as_it_was(pool, store, eve
             copy_rows=1, workers=workers, dsn=as_uri(test_env.postgres_dsn))
     assert await _table(pool) == before
     assert await projection.positions.get(READER) == position
+    assert await pool.fetchval("SELECT to_regclass('case_summaries_rebuild')") is None
+
+
+async def test_a_rebuild_that_died_leaves_nothing_in_the_way_of_the_next(pool, store,
+                                                                        event_log, test_env):
+    await asyncio.to_thread(store.save, new_case())
+    projection = CaseSummaryProjection(pool, event_log)
+    await projection.catch_up()
+    followed = await _table(pool)
+    # what a rebuild killed after building its indexes leaves behind
+    await pool.execute("CREATE TABLE case_summaries_rebuild (LIKE case_summaries)")
+    await pool.execute("CREATE INDEX case_summaries_rebuild_0 ON case_summaries_rebuild "
+                       "(division)")
+    assert await projection.rebuild(workers=2, dsn=as_uri(test_env.postgres_dsn)) == \
+        await event_log.head()
+    assert await _table(pool) == followed
     assert await pool.fetchval("SELECT to_regclass('case_summaries_rebuild')") is None
 
 
