@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import nats
+import orjson
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
@@ -139,7 +140,13 @@ Outgoing = tuple[str, str, dict[str, Any], dict[str, str]]
 
 
 def _encode(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, ensure_ascii=False, default=str).encode()
+    """A message body as UTF-8 JSON: by orjson (a fraction of the standard encoder's CPU, on
+    every event published), datetimes written by str() as they always were; what only the
+    standard encoder takes (integers past 64 bits, non-string keys) goes its way."""
+    try:
+        return orjson.dumps(body, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, ensure_ascii=False, default=str).encode()
 
 
 async def _on_error(exc: Exception) -> None:

@@ -295,6 +295,13 @@ BEGIN
 END
 $fn$;
 """),
+    (9, "case summaries stay in their rows uncompressed, as a projection rebuild lays them out", """
+-- A summary (about 2 kB of jsonb) is kept in its row unless the row outgrows a page:
+-- compressing each one on every upsert cost the server more than the space it saved, and
+-- every read paid to decompress it. The rebuild creates its table the same way
+-- (petitions.infra.projection._STORAGE), so the live table does not change shape on a rebuild.
+ALTER TABLE case_summaries SET (toast_tuple_target = 8160);
+"""),
 ]
 
 

@@ -233,6 +233,8 @@ async def test_rebuild_reproduces_what_following_the_log_built(pool, store, even
     head = await event_log.head()
     assert await projection.catch_up() == head
     followed, indexes = await _table(pool), await _indexes(pool)
+    storage = await _storage(pool)
+    assert "toast_tuple_target=8160" in storage  # as migrated
     ours = {c.id for c in cases}
     mine = [r for r in followed if r[0] in ours]
     assert len(mine) == 12 and {r[3] for r in mine} == {"registered", "accepted"}
@@ -255,6 +257,7 @@ async def test_rebuild_reproduces_what_following_the_log_built(pool, store, even
                                         fetch=4, copy_rows=2) == head
         assert await _table(pool) == followed
         assert await _indexes(pool) == indexes
+        assert await _storage(pool) == storage  # the table's settings survive the swap
         assert await query.fetchval(cases[0].id) == before
 
     # the position is the log's head, and the live projector goes on from there
@@ -266,6 +269,11 @@ async def test_rebuild_reproduces_what_following_the_log_built(pool, store, even
     row = await pool.fetchrow("SELECT unit_id, version FROM case_summaries WHERE case_id = $1",
                               cases[8].id)
     assert (row["unit_id"], row["version"]) == ("u9", 2)
+
+
+async def _storage(pool) -> list[str]:
+    return list(await pool.fetchval(
+        "SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = 'case_summaries'::regclass"))
 
 
 @pytest.mark.parametrize("workers", [1, 2])
