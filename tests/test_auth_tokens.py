@@ -68,3 +68,13 @@ def test_the_memory_of_verified_tokens_is_bounded(monkeypatch):
     assert len(checker._verified) == 3
     assert set(checker._verified) == set(tokens[2:])
     assert checker.verify(tokens[0]).subject == "clerk-0"  # forgotten, so checked afresh
+
+
+@pytest.mark.parametrize("exp", [[], {"at": 1}, "soon", float("inf"), None])
+def test_a_malformed_expiry_is_an_invalid_token(exp):
+    import jwt
+
+    token = jwt.encode({"iss": auth.ISSUER, "sub": "clerk-1", "role": "intake_clerk",
+                        "jur": "330106", "exp": exp}, KEY, algorithm=auth.ALGORITHM)
+    with pytest.raises(InvalidToken):
+        TokenAuthority(KEY).verify(token)

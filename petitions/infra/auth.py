@@ -68,7 +68,7 @@ class TokenAuthority:
         try:
             claims = jwt.decode(token, self.key, algorithms=[ALGORITHM], issuer=ISSUER,
                                 options={"require": ["exp", "sub", "iss"], "verify_exp": False})
-            expires = float(claims["exp"])
+            expires = _expiry(claims["exp"])
             if self.clock() >= expires:
                 raise jwt.ExpiredSignatureError("Signature has expired")
             role = Role(claims["role"])
@@ -86,6 +86,14 @@ class TokenAuthority:
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("expected 'Authorization: Bearer <token>'")
         return self.verify(token.strip())
+
+
+def _expiry(exp: Any) -> float:
+    """The "exp" claim as PyJWT reads it (an integer, or what int() takes)."""
+    try:
+        return float(int(exp))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise jwt.DecodeError("Expiration Time claim (exp) must be an integer.") from exc
 
 
 def dev_principals(counties: list[str], province: str) -> dict[str, Principal]:
