@@ -230,7 +230,13 @@ async def test_failures_are_retried_then_dead_lettered_and_replayed_with_the_sam
                                   "NoticeDeadLettered"]
     assert [d["attempts"] for _, d in ns] == [1, 2, 3]
     key = f"{case.id}:2:hr-330106:webhook"
-    dead = [d for d in await notifier.repo.dead_letters("330106") if d["idempotency_key"] == key]
+
+    async def listed() -> list:
+        # the delivery row is settled just after the outcome is appended to the case
+        return [d for d in await notifier.repo.dead_letters("330106")
+                if d["idempotency_key"] == key]
+
+    dead = await wait_until(listed)
     assert len(dead) == 1 and "503" in dead[0]["last_error"]
 
     webhook_sink.modes.pop("/units/hr-330106")
