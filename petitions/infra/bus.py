@@ -11,14 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import nats
-import orjson
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import NotFoundError
-from opentelemetry import propagate
 
-from petitions.infra import tracing
+from petitions.infra import jsoncodec, tracing
 from petitions.infra.logs import case_bound
 from petitions.infra.metrics import MESSAGES_HANDLED
 
@@ -140,13 +138,8 @@ Outgoing = tuple[str, str, dict[str, Any], dict[str, str]]
 
 
 def _encode(body: dict[str, Any]) -> bytes:
-    """A message body as UTF-8 JSON: by orjson (a fraction of the standard encoder's CPU, on
-    every event published), datetimes written by str() as they always were; what only the
-    standard encoder takes (integers past 64 bits, non-string keys) goes its way."""
-    try:
-        return orjson.dumps(body, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME)
-    except orjson.JSONEncodeError:
-        return json.dumps(body, ensure_ascii=False, default=str).encode()
+    """A message body as UTF-8 JSON; datetimes written by str() as they always were."""
+    return jsoncodec.dumps(body, default=str, datetimes_by_default=True)
 
 
 async def _on_error(exc: Exception) -> None:
@@ -233,12 +226,9 @@ class Consumer:
             return None
 
     def _span(self, msg: Any, message: BusMessage, deliveries: int) -> Any:
-        """The CONSUMER span; nothing when tracing is off and the message carries no trace
-        context, as that span would record nothing and pass nothing on, and extracting and
-        starting it per message is a measurable share of a busy consumer's CPU. (With a
-        traceparent, the no-op span still carries the caller's trace id to the log lines and
-        the events the handler writes.)"""
-        if not tracing.tracing_enabled() and not _carries_trace_context(msg.headers):
+        """The CONSUMER span, when `tracing.worth_a_span` (every message has Nats-Msg-Id,
+        which is no trace context)."""
+        if not tracing.worth_a_span(msg.headers or ()):
             return contextlib.nullcontext()
         return tracing.consuming(self.durable, msg.subject, msg.headers, message.type,
                                  message.event_id, message.case_id, deliveries)
@@ -265,12 +255,6 @@ class Consumer:
             await msg.ack()
         MESSAGES_HANDLED.labels(self.service, self.durable, "ok").inc()
         self.handled += 1
-
-
-def _carries_trace_context(headers: dict[str, str] | None) -> bool:
-    """Whether the headers hold any field the configured propagators read (traceparent, ...);
-    every message has Nats-Msg-Id, which is no trace context."""
-    return bool(headers) and not propagate.get_global_textmap().fields.isdisjoint(headers)
 
 
 def retry_delay(deliveries: int, base: float = 0.2, cap: float = 30.0) -> float:

@@ -33,13 +33,7 @@ class EventLog:
             f"ORDER BY notification_id LIMIT $2"
         )
         rows = await (conn or self.pool).fetch(sql, position, limit)
-        return [
-            LoggedEvent.from_domain_event(
-                r["notification_id"],
-                self.decode(r["originator_id"], r["originator_version"], r["topic"], r["state"]),
-            )
-            for r in rows
-        ]
+        return [self._plain_event(r) for r in rows]
 
     async def read_traced_after(self, position: int, limit: int = 500) -> list[LoggedEvent]:
         """As `read_after`, with the trace context stored beside each event (for the relay)."""
@@ -59,7 +53,7 @@ class EventLog:
         return LoggedEvent(position=r["notification_id"], case_id=r["originator_id"],
                            version=r["originator_version"], type=name,
                            recorded_at=datetime.fromisoformat(recorded_at), data=data,
-                           topic=r["topic"], traceparent=r["traceparent"])
+                           topic=r["topic"], traceparent=r.get("traceparent"))
 
     async def head(self) -> int:
         value = await self.pool.fetchval(f"SELECT max(notification_id) FROM {EVENTS_TABLE}")

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.cryptography import AESCipher
@@ -23,6 +21,7 @@ from petitions.domain.summary import (
     fold_events,
     refresh_derived,
 )
+from petitions.infra.jsoncodec import loads
 
 CASE_EVENT_TOPIC_PREFIX = "petitions.domain.case:Case."
 _BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
@@ -116,7 +115,6 @@ Decoder = Callable[[UUID, int, str, bytes], Any]
 # needs of an event.
 DecodedEvent = tuple[str, str, dict[str, Any]]
 _TYPE_MARK = b'"_type_"'
-_JSON = json.JSONDecoder()
 
 
 class EventDecoder:
@@ -176,7 +174,7 @@ class EventDecoder:
     def decode(self, case_id: UUID, version: int, topic: str, state: bytes) -> DecodedEvent:
         name, class_version, cls = self._class(topic)
         plain = self._plaintext(bytes(state))
-        fields = _parse(plain)
+        fields = loads(plain)
         stamp = fields.pop("timestamp", None)
         if (type(stamp) is dict and stamp.get("_type_") == "datetime_iso"
                 and plain.count(_TYPE_MARK) == 1):
@@ -196,24 +194,6 @@ class EventDecoder:
 
 
 _STATE_ONLY = ("originator_id", "originator_version", "originator_topic")
-# A JSON number of 19 digits or more (orjson would read an integer past 64 bits as a float)
-# starts after ":", "," or "[" and maybe spaces and "-": with digits made "0" and those three
-# ":", it is ":" and 19 "0"s (the same in a string only costs the slower parser). A regular
-# expression took five times what the parse does.
-_NUMBER_SHAPES = bytes(48 if 48 <= b <= 57 else 58 if b in b":,[" else 120 for b in range(256))
-_LONG_NUMBER = b":" + b"0" * 19
-
-
-def _parse(plain: bytes) -> Any:
-    """JSON as the standard decoder reads it, by orjson (twice as fast) where it gives the
-    same values; what it refuses (NaN, lone surrogates) or would change (long integers)
-    goes the standard way."""
-    if _LONG_NUMBER not in plain.translate(_NUMBER_SHAPES, b" \t\n\r-"):
-        try:
-            return orjson.loads(plain)
-        except orjson.JSONDecodeError:
-            pass
-    return _JSON.decode(plain.decode("utf-8"))
 
 
 @functools.lru_cache(maxsize=8)

@@ -25,10 +25,10 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-import orjson
 
 from petitions.domain.matching import content_fingerprint
 from petitions.domain.summary import apply_event, refresh_derived
+from petitions.infra import jsoncodec
 from petitions.infra.pools import holds_session_state
 from petitions.infra.eventlog import EventLog, LogWaker, Positions
 from petitions.infra.events import (
@@ -210,13 +210,8 @@ def _row(case_id: UUID, s: dict[str, Any], position: int,
 
 def _summary_json(s: dict[str, Any]) -> bytes:
     """The summary as UTF-8 JSON for its jsonb column (which keeps no formatting: any
-    encoder's text gives the same value). orjson costs a third of the standard encoder, which
-    was a fifth of a rebuild's CPU; what only the latter writes (integers past 64 bits,
-    non-string keys) goes its way."""
-    try:
-        return orjson.dumps(s)
-    except orjson.JSONEncodeError:
-        return json.dumps(s, ensure_ascii=False).encode()
+    encoder's text gives the same value); the standard encoder was a fifth of a rebuild's CPU."""
+    return jsoncodec.dumps(s)
 
 
 def _summary_text(s: dict[str, Any]) -> str:
@@ -263,7 +258,8 @@ async def _writer(pool: asyncpg.Pool, reader: asyncpg.Connection
         yield reader
         return
     async with pool.acquire() as writer:
-        yield writer
+        # its session settings change while it COPYs (`_unflushed`): reset whatever happens
+        yield holds_session_state(writer)
 
 
 def _case_ranges(n: int) -> list[CaseRange]:

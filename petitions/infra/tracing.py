@@ -36,7 +36,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -132,6 +132,16 @@ def _otlp_exporter(environ: Mapping[str, str]) -> Any:
 
 def tracing_enabled() -> bool:
     return _provider is not None
+
+
+def worth_a_span(header_names: Iterable[str]) -> bool:
+    """Whether a request or message with these headers gets a span: always with tracing on;
+    with it off only when the caller sent a trace context (a field the configured
+    propagators read, e.g. traceparent), which the no-op span carries on to the log lines and
+    the events appended. Otherwise the span would record nothing and pass nothing on, and
+    starting one per request or message is a measurable share of a busy service's CPU."""
+    return tracing_enabled() or not propagate.get_global_textmap().fields.isdisjoint(
+        header_names)
 
 
 def shutdown_tracing() -> None:
@@ -281,9 +291,7 @@ class TracingMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["path"] in UNTRACED_PATHS
-                or not (tracing_enabled() or _has_traceparent(scope["headers"]))):
-            # With tracing off and no caller's context, a span would record nothing and pass
-            # nothing on (the consumers' rule too).
+                or not worth_a_span(k.decode("latin-1") for k, _ in scope["headers"])):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -311,10 +319,6 @@ class TracingMiddleware:
                 s.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     s.set_status(Status(StatusCode.ERROR))
-
-
-def _has_traceparent(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(k.lower() == b"traceparent" for k, _ in headers)
 
 
 # -- gRPC server ------------------------------------------------------------------------
