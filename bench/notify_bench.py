@@ -8,8 +8,9 @@ What it does, all on loopback and all removed at the end:
      fresh database and JetStream stream;
   2. a webhook receiver process that de-duplicates on the idempotency key and notes when each
      case's notice first arrived;
-  3. N registered cases (not measured), then the notify service as a process (its relay
-     publishes the log, its consumer plans, its senders POST, its recorder appends the outcome);
+  3. N registered cases, each of its own petitioner (not measured), then the notify service
+     as a process (its relay publishes the log, its consumer plans, its senders POST, its
+     recorder appends the outcome);
   4. at a fixed offered rate, RoutedToUnit is committed for those cases (the commit time is
      noted when the store's transaction returns); each makes one signed assignment slip to the
      lead unit's webhook;
@@ -300,9 +301,22 @@ async def _delete_stream(url: str, stream: str) -> None:
         await nc.close()
 
 
+def _petitioner(i: int) -> Any:
+    """Every case its own petitioner, as in life: what a case's notices must keep from its
+    units (its petitioner's identity) is worked out per case, never shared between cases."""
+    from petitions.domain.values import Petitioner
+
+    return Petitioner(name=f"张{_GIVEN[i % len(_GIVEN)]}{_GIVEN[i // len(_GIVEN) % len(_GIVEN)]}",
+                      phone=f"138{i:08d}", id_number=f"330106{19700101 + i % 9000:08d}{i % 1000:03d}X",
+                      address=f"西湖区转塘街道某村{i}号")
+
+
+_GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂"
+
+
 def _register(store: Any, n: int) -> list[Any]:
     from petitions.domain.case import Case
-    from petitions.domain.values import Actor, Category, Channel, Petitioner
+    from petitions.domain.values import Actor, Category, Channel
 
     clerk = Actor(id="bench-clerk", role="intake_clerk", jurisdiction="330106")
     now = datetime.now(UTC)
@@ -311,8 +325,8 @@ def _register(store: Any, n: int) -> list[Any]:
         cases.append(Case.register(
             case_id=uuid.uuid4(), case_number=f"330106-2026-{i:06d}", channel=Channel.LETTER,
             category=Category.APPEAL, division="330106", subject="land",
-            content="村里重新分配宅基地时漏掉了我家", requests=["重新丈量并登记"], people_count=1,
-            petitioner=Petitioner(name="张三", phone="13800000000"), received_at=now,
+            content=f"村里重新分配宅基地时漏掉了我家（{i}号）", requests=["重新丈量并登记"],
+            people_count=1, petitioner=_petitioner(i), received_at=now,
             submission_digest=uuid.uuid4().hex, actor=clerk, at=now))
     # 100 per transaction: a pipelined insert of several hundred Registered events at once
     # was seen to stall (client and server both waiting) on this machine
