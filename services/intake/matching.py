@@ -35,10 +35,12 @@ class Screening:
 # a busy intake the client-side cost of each query is what limits throughput). The same
 # precedence as running them in turn: a retried request's id ($9) wins; then a repeat over a
 # duplicate; the terminated matter is looked up, and a number taken, only when the petition
-# joins no open case. An empty petitioner key (an anonymous petition) never matches.
+# joins no open case. An empty petitioner key (an anonymous petition) never matches. A
+# request without a key ($9 NULL) skips the log lookups outright: a plan cached while the
+# log was small may scan it, and that scan grows with the log.
 SCREEN_SQL = """
 WITH earlier AS (
-    SELECT 1 FROM cases_events WHERE originator_id = $9::uuid
+    SELECT 1 FROM cases_events WHERE $9::uuid IS NOT NULL AND originator_id = $9::uuid
     UNION ALL SELECT 1 FROM registration_links WHERE request_id = $9::uuid
 ), repeat AS (
     SELECT case_id FROM case_summaries
@@ -66,7 +68,8 @@ WITH earlier AS (
     ON CONFLICT (county, year) DO UPDATE SET last_seq = case_numbers.last_seq + 1
     RETURNING last_seq
 )
-SELECT EXISTS (SELECT 1 FROM cases_events WHERE originator_id = $9::uuid) AS stored,
+SELECT $9::uuid IS NOT NULL
+       AND EXISTS (SELECT 1 FROM cases_events WHERE originator_id = $9::uuid) AS stored,
        l.case_id AS link_case_id, l.kind AS link_kind, l.submission_digest AS link_digest,
        (SELECT case_id FROM repeat) AS repeat, (SELECT case_id FROM duplicate) AS duplicate,
        (SELECT case_id FROM terminated) AS terminated, (SELECT last_seq FROM number) AS seq

@@ -12,7 +12,8 @@ from itertools import count
 import pytest
 
 from petitions.domain.matching import CLOSED_STATUSES, content_fingerprint
-from services.intake.matching import Match, OpenCaseFinder, Screening
+from petitions.infra.pools import holds_session_state
+from services.intake.matching import SCREEN_SQL, Match, OpenCaseFinder, Screening
 from tests.integration.conftest import new_case
 
 pytestmark = pytest.mark.integration
@@ -147,3 +148,35 @@ async def test_a_retried_request_is_recognised_first_and_takes_no_number(pool, s
     fresh = await _screen(finder, county, key=uuid.uuid4().hex, content=uuid.uuid4().hex)
     assert not fresh.stored and fresh.link is None
     assert fresh.seq == 1  # neither retry took a number
+
+
+def _log_reads(plan: list[dict]) -> list[int]:
+    """How many times each plan node on the event log ran (EXPLAIN ANALYZE, JSON)."""
+    loops, nodes = [], [plan[0]["Plan"]]
+    while nodes:
+        node = nodes.pop()
+        if node.get("Relation Name") == "cases_events":
+            loops.append(node["Actual Loops"])
+        nodes.extend(node.get("Plans", []))
+    return loops
+
+
+async def test_a_request_without_a_key_never_reads_the_log(pool, store):
+    """Under the generic plan a busy connection ends up with (one that may scan the log when
+    it was planned on a small one), a request without an Idempotency-Key leaves the log
+    alone; with a key, the log is read."""
+    await asyncio.to_thread(store.save, new_case())
+    async with pool.acquire() as conn:
+        holds_session_state(conn)  # its plan setting and prepared statement go with it
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute("PREPARE screen(text, text, text, text, text[], text, int, boolean, "
+                           f"uuid) AS {SCREEN_SQL}")
+        reads = {}
+        for key in ("NULL", f"'{uuid.uuid4()}'"):
+            [plan_json] = await conn.fetchrow(
+                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE screen('k', 'appeal', 's', 'd', "
+                f"'{{closed}}', '330106', 2026, false, {key})")
+            reads[key] = _log_reads(json.loads(plan_json))
+        await conn.execute("DEALLOCATE screen")
+    assert reads["NULL"] and all(n == 0 for n in reads["NULL"])
+    assert any(n > 0 for key, loops in reads.items() if key != "NULL" for n in loops)
