@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import multiprocessing
 import os
@@ -54,6 +53,7 @@ class CaseSummaryProjection:
         self.positions = Positions(pool)
         self.batch = batch
         self.position = 0
+        self.maybe_behind = False  # the last read was a full batch: more may be waiting
         self.decoder = decoder or EventDecoder.for_decode(log_.decode)
 
     async def run(self, stopping: asyncio.Event, poll_interval: float = 0.5) -> None:
@@ -64,7 +64,9 @@ class CaseSummaryProjection:
                 await waker.start(self.pool)
                 try:
                     while not stopping.is_set():
-                        if not await self.catch_up_once():
+                        # After a short batch, the next commit's NOTIFY says when to read
+                        # again (one that came meanwhile wakes the wait at once).
+                        if not await self.catch_up_once() or not self.maybe_behind:
                             await waker.wait(poll_interval)
                 finally:
                     await waker.stop()
@@ -79,6 +81,7 @@ class CaseSummaryProjection:
                 return False
             position = await self.positions.get(READER, conn)
             events = await self.log.read_after(position, self.batch, conn)
+            self.maybe_behind = len(events) >= self.batch
             if not events:
                 self.position = position
                 return False
@@ -159,7 +162,8 @@ class CaseSummaryProjection:
             "SELECT case_id, summary, registered_position FROM case_summaries "
             "WHERE case_id = ANY($1::uuid[])", ids,
         )
-        current: dict[UUID, dict[str, Any]] = {r["case_id"]: json.loads(r["summary"]) for r in rows}
+        current: dict[UUID, dict[str, Any]] = {
+            r["case_id"]: jsoncodec.loads(r["summary"].encode()) for r in rows}
         first_seen: dict[UUID, int] = {r["case_id"]: r["registered_position"] for r in rows}
         keys: dict[UUID, tuple[str | None, str]] = {}
         for e in events:

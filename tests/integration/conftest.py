@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -57,3 +58,28 @@ async def bus(test_env) -> AsyncIterator[Bus]:
     await b.ensure_stream()
     yield b
     await b.close()
+
+
+async def commit_one_by_one_while(follow: Callable[[asyncio.Event], Awaitable[None]],
+                                  store: CaseStore, event_log: EventLog,
+                                  position: Callable[[], int], n: int = 12) -> list[Case]:
+    """Runs a log follower (`follow(stopping)`) while `n` new cases are saved one commit
+    each, some right after the last and some a little later (landing while it works or
+    while it waits), until `position()` reaches the log's head: 30 s at most, failing."""
+    stopping = asyncio.Event()
+    running = asyncio.create_task(follow(stopping))
+    try:
+        cases = []
+        for i in range(n):
+            cases.append(new_case())
+            await asyncio.to_thread(store.save, cases[-1])
+            await asyncio.sleep(0.01 * (i % 3))
+        head = await event_log.head()
+        async with asyncio.timeout(30):
+            while position() < head:
+                await asyncio.sleep(0.05)
+    finally:
+        stopping.set()
+        running.cancel()  # a long poll interval would hold it that long
+        await asyncio.gather(running, return_exceptions=True)
+    return cases

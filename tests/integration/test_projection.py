@@ -9,7 +9,7 @@ import pytest
 
 from petitions.domain.values import Actor
 from petitions.infra.projection import CaseSummaryProjection
-from tests.integration.conftest import new_case
+from tests.integration.conftest import commit_one_by_one_while, new_case
 
 pytestmark = pytest.mark.integration
 ROUTER = Actor(id="routing-service", role="service")
@@ -53,3 +53,16 @@ async def test_two_projectors_apply_each_event_once(pool, store, event_log):
     rows = await pool.fetch("SELECT version FROM case_summaries WHERE case_id = ANY($1::uuid[])",
                             [c.id for c in cases])
     assert sorted(r["version"] for r in rows) == [1] * 20
+
+
+async def test_a_running_projector_is_woken_by_each_commit_without_polling(pool, store,
+                                                                          event_log):
+    """After a short batch the projector waits for the next commit's NOTIFY instead of
+    reading again: with polling off, every case committed one by one, some while it applies
+    a batch, reaches the read model."""
+    projection = CaseSummaryProjection(pool, event_log, batch=3)
+    cases = await commit_one_by_one_while(
+        lambda stopping: projection.run(stopping, poll_interval=3600), store, event_log,
+        lambda: projection.position)
+    stored = {r["case_id"] for r in await pool.fetch("SELECT case_id FROM case_summaries")}
+    assert {c.id for c in cases} <= stored

@@ -9,7 +9,7 @@ import pytest
 
 from petitions.infra.events import LoggedEvent
 from petitions.infra.relay import READER, Relay
-from tests.integration.conftest import new_case
+from tests.integration.conftest import commit_one_by_one_while, new_case
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +100,16 @@ async def test_the_relay_reads_the_same_messages_as_the_domain_events_give(store
     assert len(ours) == len(domain) == case.version and len({e.type for e in ours}) >= 8
     assert [e.to_message() for e in ours] == [e.to_message() for e in domain]
     assert [e.topic for e in ours] == [e.topic for e in domain]
+
+
+async def test_a_running_relay_is_woken_by_each_commit_without_polling(pool, store, event_log,
+                                                                      bus):
+    """After a short batch the relay waits for the next commit's NOTIFY instead of reading
+    again: commits that land while it publishes, and those after, all go out with polling
+    off (a lost wake-up would leave them waiting for the hour-long poll)."""
+    relay = Relay(pool, event_log, bus, batch=3, poll_interval=3600)
+    cases = await commit_one_by_one_while(relay.run, store, event_log, lambda: relay.position)
+    ids = {str(c.id) for c in cases}
+    seen = {mid for mid, body in await _stream_messages(bus, f"{bus.prefix}.case.>")
+            if body["case_id"] in ids}
+    assert seen == {f"{i}:1" for i in ids}
