@@ -13,7 +13,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -42,6 +42,9 @@ TRACE_CONTEXT_TABLE = "event_trace_context"
 # or None. Given by petitions.infra.tracing when tracing is on; the store knows no tracing,
 # it only keeps the value in event_trace_context (migration 6) for the relay to read.
 TraceContextHook = Callable[[], "str | None"]
+# What a save's trace context is read in, per case: one context, one per pending event, or
+# None for the calling context.
+SaveContext: TypeAlias = "contextvars.Context | Sequence[contextvars.Context | None] | None"
 
 
 # A request waits this long for the store; longer (the database away) answers 503.
@@ -182,13 +185,13 @@ class CaseStore:
         except AggregateNotFoundError:
             return None
 
-    def save(self, *cases: Case,
-             contexts: Sequence[contextvars.Context | None] | None = None) -> None:
+    def save(self, *cases: Case, contexts: Sequence[SaveContext] | None = None) -> None:
         """Append the cases' pending events (one transaction).
 
         `contexts`, one per case, are the contexts the saves were asked for in (a group commit
         saves many requests' cases at once); the trace context stored beside each case's
-        events is read in its own. By default, the calling context.
+        events is read in its own. One case's item may also be a context per pending event,
+        for events asked for on behalf of different triggers. By default, the calling context.
         """
         pending = [(case.id, [(e.originator_version, type(e).__name__)
                               for e in case.pending_events]) for case in cases]
@@ -212,7 +215,7 @@ class CaseStore:
                 EVENTS_APPENDED.labels(self.service, event_type).inc()
 
     def _trace_context_rows(self, pending: list[tuple[UUID, list[tuple[int, str]]]],
-                            contexts: Sequence[contextvars.Context | None] | None,
+                            contexts: Sequence[SaveContext] | None,
                             ) -> list[tuple[UUID, int, str]]:
         hook = self.trace_context
         if hook is None:
@@ -220,19 +223,25 @@ class CaseStore:
         rows = []
         for i, (case_id, events) in enumerate(pending):
             context = contexts[i] if contexts is not None else None
-            traceparent = context.run(hook) if context is not None else hook()
-            if traceparent:
-                rows.extend((case_id, version, traceparent) for version, _ in events)
+            per_event = (context if isinstance(context, (list, tuple))
+                         else [context] * len(events))
+            for (version, _), one in zip(events, per_event, strict=True):
+                traceparent = one.run(hook) if one is not None else hook()
+                if traceparent:
+                    rows.append((case_id, version, traceparent))
         return rows
 
     def history(self, case_id: UUID) -> list[Any]:
         return list(self.app.events.get(case_id))
 
-    def update(self, case_id: UUID, command: Callable[[Case], None], *, attempts: int = 20) -> Case | None:
+    def update(self, case_id: UUID, command: Callable[[Case], None], *, attempts: int = 20,
+               context: contextvars.Context | None = None) -> Case | None:
         """Load, run `command`, save; on an optimistic-concurrency conflict reload and retry.
 
         `command` must be safe to re-run on fresh state (it decides from the case whether there
-        is anything to do). Returns the case, or None when it does not exist.
+        is anything to do). `context`: the one the update was asked for in (its trace context
+        is stored with the events), by default the calling one. Returns the case, or None when
+        it does not exist.
         """
         for attempt in range(attempts):
             case = self.get(case_id)
@@ -240,7 +249,7 @@ class CaseStore:
                 return None
             command(case)
             try:
-                self.save(case)
+                self.save(case, contexts=None if context is None else [context])
                 return case
             except IntegrityError:
                 # Someone appended the same version first: back off a little and retry.

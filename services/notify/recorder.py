@@ -110,29 +110,32 @@ class CaseRecorder:
 
     def _write(self, items: list[tuple[UUID, Command, contextvars.Context]],
                versions: dict[UUID, int]) -> None:
-        by_case: dict[UUID, list[Command]] = {}
-        context_of: dict[UUID, contextvars.Context] = {}
+        by_case: dict[UUID, list[tuple[Command, contextvars.Context]]] = {}
         for case_id, command, context in items:
-            by_case.setdefault(case_id, []).append(guarded(command))
-            context_of.setdefault(case_id, context)
-        cases = []
+            by_case.setdefault(case_id, []).append((guarded(command), context))
+        cases, contexts = [], []
         for case_id, commands in by_case.items():
             case = self._cache.pop(case_id, None)
             if case is None or versions.get(case_id) != case.version:
                 case = self.store.get(case_id)
             if case is None:
                 continue
-            for command in commands:
+            # each event appended in the context of the outcome it records (its trace)
+            per_event: list[contextvars.Context | None] = [None] * len(case.pending_events)
+            for command, context in commands:
                 command(case)
+                per_event += [context] * (len(case.pending_events) - len(per_event))
             cases.append(case)
+            contexts.append(per_event)
         try:
-            self.store.save(*cases, contexts=[context_of[c.id] for c in cases])
+            self.store.save(*cases, contexts=contexts)
             self.transactions += 1
         except IntegrityError:
-            # someone else appended to one of them meanwhile: each alone, with retries
+            # someone else appended to one of them meanwhile: each outcome alone, with retries
             for case_id, commands in by_case.items():
-                self.store.update(case_id, lambda c, cs=commands: [f(c) for f in cs])
-                self.transactions += 1
+                for command, context in commands:
+                    self.store.update(case_id, command, context=context)
+                    self.transactions += 1
 
     async def stop(self, timeout: float = 10.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout

@@ -1,0 +1,96 @@
+"""The recorder appends delivery outcomes to their cases: each event in the trace of the
+delivery it records, also when its batch loses a race with another writer."""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+
+from petitions.infra import tracing
+from petitions.infra.settings import CommonAuthSettings
+from petitions.infra.store import CaseStore
+from services.notify.handler import NOTIFY_ACTOR
+from services.notify.recorder import CaseRecorder
+from tests.notify.conftest import history_types, registered, routed
+
+pytestmark = pytest.mark.integration
+
+AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def delivered(unit: str):
+    def command(case) -> None:
+        case.record_notice_delivered(
+            notice_id=f"{case.id}:2:{unit}:webhook", kind="assignment_slip", recipient=unit,
+            channel="webhook", trigger_version=2, attempts=1, actor=NOTIFY_ACTOR, at=AT)
+    return command
+
+
+def in_trace(trace_id: str) -> contextvars.Context:
+    """A context whose current span belongs to `trace_id` (as a consumed message's has)."""
+    def enter() -> contextvars.Context:
+        with tracing.resumed(f"00-{trace_id}-{uuid4().hex[:16]}-01", "deliver"):
+            return contextvars.copy_context()
+    return contextvars.Context().run(enter)
+
+
+async def settle_nothing(outcomes) -> None:
+    return None
+
+
+@pytest.fixture
+def traced_store(notify_env):
+    store = CaseStore(notify_env.postgres_dsn, pool_size=2,
+                      cipher_key=CommonAuthSettings().payload_encryption_key,
+                      trace_context=tracing.current_traceparent)
+    yield store
+    store.close()
+
+
+async def record_in(recorder: CaseRecorder, context: contextvars.Context, case_id, command):
+    await asyncio.create_task(recorder.record(case_id, command, None), context=context.copy())
+
+
+async def stored_traces(pool, case_id) -> dict[int, str]:
+    rows = await pool.fetch(
+        "SELECT originator_version, traceparent FROM event_trace_context "
+        "WHERE originator_id = $1 AND originator_version > 2", case_id)
+    return {r["originator_version"]: r["traceparent"].split("-")[1] for r in rows}
+
+
+@pytest.mark.parametrize("conflict", [False, True], ids=["alone", "after-a-conflict"])
+async def test_each_outcome_is_appended_in_its_own_trace(traced_store, notify_store,
+                                                          notify_pool, conflict):
+    case = routed(registered())
+    await asyncio.to_thread(notify_store.save, case)
+    first, second = uuid4().hex, uuid4().hex
+    competitor_ran = []
+
+    def racing(case_in_batch) -> None:
+        """Another writer appends to the case after the recorder read it: the batch's save
+        conflicts and each outcome is appended again on fresh state."""
+        if conflict and not competitor_ran:
+            competitor_ran.append(True)
+            notify_store.update(case_in_batch.id, delivered("housing-330106"))
+        delivered("land-330106")(case_in_batch)
+
+    recorder = CaseRecorder(traced_store, settle_nothing, linger=0.2)
+    recorder.start()
+    try:
+        await asyncio.gather(record_in(recorder, in_trace(first), case.id, racing),
+                             record_in(recorder, in_trace(second), case.id,
+                                       delivered("edu-330106")))
+    finally:
+        await recorder.stop()
+
+    types = history_types(notify_store, case.id)
+    assert types.count("NoticeDelivered") == (3 if conflict else 2)
+    assert recorder.transactions == (2 if conflict else 1)
+    traces = await stored_traces(notify_pool, case.id)
+    version_to = {getattr(e, "recipient", None): e.originator_version
+                  for e in notify_store.history(case.id)}
+    assert traces[version_to["land-330106"]] == first
+    assert traces[version_to["edu-330106"]] == second
