@@ -10,19 +10,18 @@ The rebuild's CPU is reported for this process, its forked workers and the Postg
 """
 from __future__ import annotations
 
-import os
 import resource
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
+from bench.procs import cpu_seconds
 from petitions.domain.case import Case
 from petitions.domain.values import Actor, Category, Channel, Petitioner
 from petitions.infra.eventlog import EventLog
 from petitions.infra.events import EventDecoder
+from petitions.infra.pools import create_pool
 from petitions.infra.projection import CaseSummaryProjection
 from petitions.devstack import REBUILD_WORKERS
 from petitions.infra.store import EVENTS_TABLE
@@ -73,7 +72,7 @@ def write_log(store: Any, n_events: int, per_save: int = 100) -> dict[str, float
 
 async def rebuild_and_select(dsn_uri: str, store: Any, workers: int = REBUILD_WORKERS
                              ) -> dict[str, Any]:
-    pool = await asyncpg.create_pool(dsn_uri, min_size=1, max_size=2)
+    pool = await create_pool(dsn_uri, min_size=1, max_size=2)
     try:
         projection = CaseSummaryProjection(pool, EventLog(pool, store.decode))
         # The log as a running system keeps it: read as it was written (by the live projector)
@@ -130,7 +129,6 @@ async def rebuild_and_select(dsn_uri: str, store: Any, workers: int = REBUILD_WO
 # written, and one that lands during the rebuild takes CPU from it.
 _VACUUMS = ("SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0) "
             "FROM pg_stat_user_tables WHERE relname IN ('cases_events', 'case_summaries')")
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _children_cpu() -> float:
@@ -157,25 +155,13 @@ def _server_cpu(postmaster: int | None) -> float | None:
     if postmaster is None:
         return None
     try:
-        ticks = _ticks(postmaster, reaped=True)
         with open(f"/proc/{postmaster}/task/{postmaster}/children") as f:
             children = f.read().split()
     except OSError:
         return None
-    for pid in children:
-        try:
-            ticks += _ticks(int(pid))
-        except OSError:
-            pass  # ended meanwhile: counted with the reaped ones next time
-    return ticks / _TICK
-
-
-def _ticks(pid: int, reaped: bool = False) -> int:
-    """utime + stime (+ cutime + cstime) of /proc/PID/stat, in clock ticks."""
-    with open(f"/proc/{pid}/stat") as f:
-        text = f.read()
-    fields = text[text.rindex(")") + 2:].split()  # from field 3 (state) on
-    return sum(int(v) for v in fields[11:15 if reaped else 13])
+    # a child that ended meanwhile counts with the reaped ones next time
+    return cpu_seconds(postmaster, reaped_children=True) + sum(
+        cpu_seconds(int(pid)) for pid in children)
 
 
 def _per_100k(events: int, *cpu_s: float | None) -> float | None:

@@ -256,17 +256,16 @@ REBUILD_WORKERS = 2
 
 
 async def _rebuild(dsn: str) -> int:
-    import asyncpg
-
     from petitions.infra.dsn import as_uri
     from petitions.infra.eventlog import EventLog
+    from petitions.infra.pools import create_pool
     from petitions.infra.projection import CaseSummaryProjection
     from petitions.infra.store import CaseStore
 
     from petitions.infra.settings import CommonAuthSettings
 
     store = CaseStore(dsn, pool_size=1, cipher_key=CommonAuthSettings().payload_encryption_key)
-    pool = await asyncpg.create_pool(as_uri(dsn), min_size=1, max_size=2)
+    pool = await create_pool(dsn, min_size=1, max_size=2)
     try:
         # Two processes fold disjoint ranges of cases: the fold is CPU-bound Python.
         return await CaseSummaryProjection(pool, EventLog(pool, store.decode)).rebuild(

@@ -29,14 +29,19 @@ from petitions.domain.audit import (
     chain_intact,
     verify_chain,
 )
-from petitions.infra.events import EventDecoder, fold_domain_events, fold_stored, history_entry
+from petitions.infra.events import (
+    Decoder,
+    EventDecoder,
+    fold_domain_events,
+    fold_stored,
+    history_entry,
+)
 from petitions.infra.identity import IdentityReads, redact_identity
 from petitions.infra.store import EVENTS_TABLE
 
 EXPORT_FORMAT = "petitions.case-export/1"
 HEADS_TABLE = "case_chain_heads"
 
-Decoder = Callable[[UUID, int, str, bytes], Any]
 
 _CASE_ROWS = (f"SELECT originator_version, topic, state, chain_hash, notification_id "
               f"FROM {EVENTS_TABLE} WHERE originator_id = $1 ORDER BY originator_version")

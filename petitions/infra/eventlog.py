@@ -2,18 +2,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 
-from petitions.infra.events import EventDecoder, LoggedEvent
+from petitions.infra.events import Decoder, EventDecoder, LoggedEvent
 from petitions.infra.pools import holds_session_state
 from petitions.infra.store import EVENTS_TABLE, TRACE_CONTEXT_TABLE
 
-Decoder = Callable[[UUID, int, str, bytes], Any]
 
 
 class EventLog:

@@ -140,8 +140,20 @@ def worth_a_span(header_names: Iterable[str]) -> bool:
     propagators read, e.g. traceparent), which the no-op span carries on to the log lines and
     the events appended. Otherwise the span would record nothing and pass nothing on, and
     starting one per request or message is a measurable share of a busy service's CPU."""
-    return tracing_enabled() or not propagate.get_global_textmap().fields.isdisjoint(
-        header_names)
+    return tracing_enabled() or not _propagated_fields().isdisjoint(header_names)
+
+
+_fields_of: tuple[Any, frozenset[str]] = (None, frozenset())
+
+
+def _propagated_fields() -> frozenset[str]:
+    """The configured propagators' fields, worked out again only when the propagators change
+    (a composite propagator builds its set on every call)."""
+    global _fields_of
+    textmap = propagate.get_global_textmap()
+    if _fields_of[0] is not textmap:
+        _fields_of = (textmap, frozenset(textmap.fields))
+    return _fields_of[1]
 
 
 def shutdown_tracing() -> None:

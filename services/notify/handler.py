@@ -169,8 +169,7 @@ class Notifier:
                      ) -> tuple[list[Planned | Refused | BaseException | None], list[Case]]:
         """In a thread: the cases decoded and folded, each event planned (its documents
         rendered). A failure of one event is that event's alone."""
-        cases = {case_id: self._fold_events(history)
-                 for case_id, history in decode_histories(self.store, records).items()}
+        cases = self._decode_cases(records)
         out: list[Planned | Refused | BaseException | None] = []
         for case_id, version, _ in events:
             try:
@@ -251,9 +250,6 @@ class Notifier:
         rows = [(type(e).__name__, e.originator_version, e.timestamp.isoformat(), event_data(e))
                 for e in events]
         return rows, aggregate
-
-    def _history(self, case_id: UUID) -> list[EventRow]:
-        return self._load(case_id)[0]
 
     async def facts_of(self, case_id: UUID) -> CaseFacts | None:
         return fold(str(case_id), (await self.load(case_id))[0])

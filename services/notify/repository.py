@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from petitions.infra import jsoncodec
 from petitions.infra.store import TRACE_CONTEXT_TABLE
 from services.notify.documents import Rendered
 from services.notify.plan import PlannedDelivery
@@ -134,7 +135,6 @@ _SETTLE = (
     " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::float8[])"
     "   AS o(id, state, error, provider_ref, retry_in)"
     " WHERE d.id = o.id AND d.state NOT IN ('delivered', 'sent')")
-_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -178,7 +178,7 @@ class NotifyRepository:
             html = base64.b64encode(self.cipher.seal(html.encode())).decode()
             text = base64.b64encode(self.cipher.seal(text.encode())).decode()
         return (d.id, d.event_id.split(":", 1)[0], d.event_id, d.kind, d.recipient,
-                d.division, d.title, d.template, _JSON.encode(d.data), html, text,
+                d.division, d.title, d.template, jsoncodec.dumps(d.data).decode(), html, text,
                 d.for_petitioner, d.digest)
 
     # ------------------------------------------------------------------ claiming
