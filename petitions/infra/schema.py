@@ -11,6 +11,22 @@ log = logging.getLogger(__name__)
 
 MIGRATION_LOCK_KEY = 727_100_001
 
+# How every version of `cases_append` (migrations 8 and 10) begins: the trace context rows,
+# then the table lock and the NOTIFY.
+_APPEND_PROLOGUE = """BEGIN
+    IF coalesce(cardinality(trace_ids), 0) > 0 THEN
+        INSERT INTO event_trace_context (originator_id, originator_version, traceparent)
+        SELECT * FROM unnest(trace_ids, trace_versions, traceparents)
+        ON CONFLICT (originator_id, originator_version)
+        DO UPDATE SET traceparent = EXCLUDED.traceparent;
+    END IF;
+    IF lock_timeout_s > 0 THEN
+        PERFORM set_config('lock_timeout', lock_timeout_s || 's', true);
+    END IF;
+    LOCK TABLE cases_events IN EXCLUSIVE MODE;
+    NOTIFY cases_events;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "case numbers, log positions, case summaries", """
 CREATE TABLE IF NOT EXISTS case_numbers (
@@ -276,19 +292,7 @@ CREATE OR REPLACE FUNCTION cases_append(
     traceparents text[], lock_timeout_s int)
 RETURNS SETOF bigint
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
-BEGIN
-    IF coalesce(cardinality(trace_ids), 0) > 0 THEN
-        INSERT INTO event_trace_context (originator_id, originator_version, traceparent)
-        SELECT * FROM unnest(trace_ids, trace_versions, traceparents)
-        ON CONFLICT (originator_id, originator_version)
-        DO UPDATE SET traceparent = EXCLUDED.traceparent;
-    END IF;
-    IF lock_timeout_s > 0 THEN
-        PERFORM set_config('lock_timeout', lock_timeout_s || 's', true);
-    END IF;
-    LOCK TABLE cases_events IN EXCLUSIVE MODE;
-    NOTIFY cases_events;
-    RETURN QUERY
+""" + _APPEND_PROLOGUE + """    RETURN QUERY
         INSERT INTO cases_events (originator_id, originator_version, topic, state)
         SELECT e.originator_id, e.originator_version, e.topic, e.state FROM unnest(events) e
         RETURNING notification_id;
@@ -301,6 +305,84 @@ $fn$;
 -- every read paid to decompress it. The rebuild creates its table the same way
 -- (petitions.infra.projection._STORAGE), so the live table does not change shape on a rebuild.
 ALTER TABLE case_summaries SET (toast_tuple_target = 8160);
+"""),
+    (10, "append: events as column arrays, hash chains computed per statement", """
+-- Two costs of migration 8's append, about two thirds of its time per event:
+-- * the events arrived as one array of composite values, which travels as text (the state
+--   bytes hex-escaped) and is parsed row by row: they now come as four arrays of plain types,
+--   sent in binary;
+-- * the row trigger of migration 2 ran a plpgsql function, a lookup of the predecessor and an
+--   upsert of the case's chain head for every event, inside the table lock: the append now
+--   hashes the batch in the statement (each case's events chained from its stored
+--   predecessor, in version order) and moves each case's head once.
+-- The trigger still chains a row inserted any other way (no chain_hash given), refusing one
+-- without a hashed predecessor as before; the append leaves to it the rows of a case it
+-- cannot chain (versions not consecutive, or no hashed predecessor), so it refuses those too.
+-- A chain_hash given by a writer is checked like every other by the verifier, which
+-- recomputes each link from the row. Migration 8's function stays for writers not yet
+-- upgraded; its rows reach the trigger.
+
+-- case_chain_after(prev, piece ORDER BY version): the chain hash after `piece`, the chain
+-- going on from the first row's `prev`.
+CREATE OR REPLACE FUNCTION case_chain_after_step(state bytea, prev bytea, piece bytea)
+RETURNS bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT sha256(coalesce(state, prev) || piece)
+$fn$;
+
+CREATE OR REPLACE AGGREGATE case_chain_after(bytea, bytea) (
+    SFUNC = case_chain_after_step, STYPE = bytea
+);
+
+DROP TRIGGER IF EXISTS cases_events_chain ON cases_events;
+CREATE TRIGGER cases_events_chain BEFORE INSERT ON cases_events
+    FOR EACH ROW WHEN (NEW.chain_hash IS NULL) EXECUTE FUNCTION cases_events_chain();
+
+CREATE OR REPLACE FUNCTION cases_append(
+    ids uuid[], versions bigint[], topics text[], states bytea[],
+    trace_ids uuid[], trace_versions bigint[], traceparents text[], lock_timeout_s int)
+RETURNS SETOF bigint
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+""" + _APPEND_PROLOGUE + """    RETURN QUERY
+        WITH batch AS (
+            SELECT * FROM unnest(ids, versions, topics, states) WITH ORDINALITY
+                AS e(originator_id, originator_version, topic, state, n)),
+        starts AS (
+            -- Where each case's chain goes on from: 32 zero bytes before version 1, else the
+            -- stored predecessor's hash; NULL leaves the case's rows to the trigger.
+            SELECT b.originator_id,
+                   CASE WHEN max(b.originator_version) - min(b.originator_version) + 1
+                             <> count(*) THEN NULL
+                        WHEN min(b.originator_version) = 1
+                            THEN '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea
+                        ELSE (SELECT p.chain_hash FROM cases_events p
+                               WHERE p.originator_id = b.originator_id
+                                 AND p.originator_version = min(b.originator_version) - 1)
+                   END AS prev
+              FROM batch b GROUP BY b.originator_id),
+        chained AS (
+            SELECT b.*, case_chain_after(s.prev, case_event_piece(
+                       b.originator_id, b.originator_version, b.topic, b.state))
+                       OVER (PARTITION BY b.originator_id ORDER BY b.originator_version)
+                       AS chain_hash
+              FROM batch b JOIN starts s USING (originator_id)),
+        inserted AS (
+            INSERT INTO cases_events (originator_id, originator_version, topic, state,
+                                      chain_hash)
+            SELECT c.originator_id, c.originator_version, c.topic, c.state, c.chain_hash
+              FROM chained c ORDER BY c.n  -- notification ids in the order given
+            RETURNING notification_id, originator_id, originator_version, chain_hash),
+        heads AS (
+            -- Only ever moves forward, as in the trigger.
+            INSERT INTO case_chain_heads AS h (case_id, version, chain_hash)
+            SELECT DISTINCT ON (i.originator_id) i.originator_id, i.originator_version,
+                   i.chain_hash
+              FROM inserted i ORDER BY i.originator_id, i.originator_version DESC
+            ON CONFLICT (case_id) DO UPDATE
+                SET version = EXCLUDED.version, chain_hash = EXCLUDED.chain_hash
+                WHERE h.version < EXCLUDED.version)
+        SELECT i.notification_id FROM inserted i ORDER BY i.notification_id;
+END
+$fn$;
 """),
 ]
 

@@ -3,7 +3,7 @@
 eventsourcing is synchronous (psycopg 3); async callers use `asyncio.to_thread`.
 Every append locks the events table for its transaction, which makes commit order equal
 notification-id order, so readers tailing the log never skip an event; the append is one call
-of a database function (migration 8) that takes that lock itself. Do not enable eventsourcing's
+of a database function (migrations 8 and 10) that takes that lock itself. Do not enable eventsourcing's
 POSTGRES_ENABLE_DB_FUNCTIONS: its function drops the lock.
 """
 from __future__ import annotations
@@ -68,9 +68,9 @@ class TraceContextRecorder(PostgresApplicationRecorder):
     reader of the log that sees an event sees its trace context, and a save that fails (a
     concurrent writer took the version) leaves nothing behind.
 
-    Once migration 8 is applied (`use_append_function`, set by CaseStore), an append is one
-    statement calling `cases_append`, which takes the table lock, inserts and notifies inside
-    the server: the lock is held for server time only. The library's path takes the same
+    Once migration 10 is applied (`use_append_function`, set by CaseStore), an append is one
+    statement calling `cases_append`, which takes the table lock, inserts, chains and notifies
+    inside the server: the lock is held for server time only. The library's path takes the same
     lock in a client-driven transaction, so it stays correct beside this one, just slower: the
     lock is held across round trips and while the client waits for CPU."""
 
@@ -79,10 +79,12 @@ class TraceContextRecorder(PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.use_append_function = False
+        # The events as four arrays sent in binary (migration 10): an array of composite
+        # values travels as text and cost more to send and parse than the insert itself.
         self._append_statement = SQL(
-            "SELECT notification_id FROM {}.{}(%s, %s::uuid[], %s::bigint[], %s::text[], "
-            "%s::int) AS notification_id").format(
-            Identifier(self.datastore.schema), Identifier(self.APPEND_FUNCTION))
+            "SELECT notification_id FROM {}.{}(%b::uuid[], %b::bigint[], %b::text[], "
+            "%b::bytea[], %s::uuid[], %s::bigint[], %s::text[], %s::int) AS notification_id"
+        ).format(Identifier(self.datastore.schema), Identifier(self.APPEND_FUNCTION))
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
                       **kwargs: Any) -> Sequence[int] | None:
@@ -95,23 +97,25 @@ class TraceContextRecorder(PostgresApplicationRecorder):
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _append(self, stored_events: Sequence[StoredEvent],
                 trace_rows: Sequence[tuple[UUID, int, str]]) -> list[int]:
-        events = [self.construct_pg_stored_event(e.originator_id, e.originator_version,
-                                                 e.topic, e.state) for e in stored_events]
+        events = ([e.originator_id for e in stored_events],
+                  [e.originator_version for e in stored_events],
+                  [e.topic for e in stored_events], [e.state for e in stored_events])
         ids, versions, parents = (list(column) for column in zip(*trace_rows)) \
             if trace_rows else ([], [], [])
         # Pool connections are in autocommit: this one statement is the whole transaction.
         # A duplicate (case, version) surfaces as the library's IntegrityError (callers retry).
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._append_statement,
-                         (events, ids, versions, parents, self.datastore.lock_timeout),
+                         (*events, ids, versions, parents, self.datastore.lock_timeout),
                          prepare=True)
             return [row["notification_id"] for row in curs.fetchall()]
 
     def has_append_function(self) -> bool:
+        """Migration 10's `cases_append` (columns) is there; without it, the library's path."""
+        signature = (f'"{self.datastore.schema}".{self.APPEND_FUNCTION}(uuid[], bigint[], '
+                     f"text[], bytea[], uuid[], bigint[], text[], int)")
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute("SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n "
-                         "ON n.oid = p.pronamespace WHERE n.nspname = %s AND p.proname = %s) "
-                         "AS present", (self.datastore.schema, self.APPEND_FUNCTION))
+            curs.execute("SELECT to_regprocedure(%s) IS NOT NULL AS present", (signature,))
             row = curs.fetchone()
         return bool(row and row["present"])
 

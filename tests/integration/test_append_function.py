@@ -174,3 +174,55 @@ def test_concurrent_writers_never_let_a_tailing_reader_skip_an_id(store):
     expected = sum(1 + (i + k) % 3 for k in range(writers) for i in range(saves_per_writer))
     assert len(everything) >= expected  # other tests may append meanwhile
     assert seen == everything, f"skipped: {sorted(set(everything) - set(seen))[:20]}"
+
+
+def _route(case, at):
+    case.route_to_unit(unit_id="a", unit_name="A", rule_id="r1", rule_set_version="1",
+                       explanation="x", actor=ROUTER, at=at)
+    return case
+
+
+def test_one_append_chains_every_case_from_where_it_stood(store, test_env):
+    """New cases and stored ones, several events each, interleaved in one append (migration
+    10 hashes the batch per statement): every stored hash and head is what the verifier
+    computes from the stored rows, and the notification ids follow the order given."""
+    from petitions.domain.audit import chain
+
+    at = datetime.now(UTC)
+    stored = [new_case() for _ in range(3)]
+    store.save(*stored)
+    old = [_route(store.get(c.id), at) for c in stored]
+    fresh = [_route(new_case(), at) for _ in range(3)]
+    batch = [c for pair in zip(fresh, old, strict=True) for c in pair]
+    order = [(c.id, e.originator_version) for c in batch for e in c.pending_events]
+    store.save(*batch)
+
+    for case in batch:
+        rows = _rows(test_env.postgres_dsn,
+                     "SELECT originator_version, topic, state, chain_hash FROM cases_events "
+                     "WHERE originator_id = %s ORDER BY originator_version", case.id)
+        expected = chain(case.id, [(v, t, bytes(s)) for v, t, s, _ in rows])
+        assert [bytes(r[3]) for r in rows] == expected
+        assert [r[0] for r in rows] == [1, 2]
+        head = _rows(test_env.postgres_dsn, "SELECT version, chain_hash FROM case_chain_heads "
+                     "WHERE case_id = %s", case.id)
+        assert [(v, bytes(h)) for v, h in head] == [(2, expected[-1])]
+    logged = _rows(test_env.postgres_dsn,
+                   "SELECT originator_id, originator_version FROM cases_events "
+                   "WHERE originator_id = ANY(%s) AND (originator_version = 2 "
+                   "OR originator_id = ANY(%s)) ORDER BY notification_id",
+                   [c.id for c in batch], [c.id for c in fresh])
+    assert logged == order
+
+
+def test_an_append_with_a_gap_in_a_case_is_refused_and_stores_nothing(store, test_env):
+    """Versions 1 and 3 of a case in one append: its chain cannot be computed, and the
+    database refuses the whole append as it refuses a row without its predecessor."""
+    case = _route(new_case(), datetime.now(UTC))
+    one, two = (store.mapper.to_stored_event(e) for e in case.collect_events())
+    gap = type(two)(originator_id=two.originator_id, originator_version=3,
+                    topic=two.topic, state=two.state)
+    with pytest.raises(Exception, match="no hashed predecessor"):
+        _recorder(store).insert_events([one, gap])
+    assert _rows(test_env.postgres_dsn, "SELECT count(*) FROM cases_events "
+                 "WHERE originator_id = %s", case.id) == [(0,)]
