@@ -16,8 +16,8 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -28,6 +28,7 @@ from petitions.domain.case import Case
 from petitions.domain.values import Actor, Category, Channel, Petitioner
 from petitions.domain.summary import fold_events
 from petitions.infra.audit import CaseAudit, summary_as_of
+from petitions.infra.columns import as_columns
 from petitions.infra.events import EventDecoder
 from petitions.infra.dsn import as_uri
 from petitions.infra.schema import migrate
@@ -195,8 +196,8 @@ def measure_append_cost(dsn: str, store: CaseStore, n_events: int = 10_000) -> d
             conn.execute(
                 f"INSERT INTO {EVENTS_TABLE} (originator_id, originator_version, topic, state) "
                 f"SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[])",
-                [[e.originator_id for e in stored], [e.originator_version for e in stored],
-                 [e.topic for e in stored], [e.state for e in stored]])
+                as_columns([(e.originator_id, e.originator_version, e.topic, e.state)
+                            for e in stored], 4))
 
         conn.execute(f"ALTER TABLE {EVENTS_TABLE} DISABLE TRIGGER cases_events_chain")
         try:

@@ -28,7 +28,6 @@ import asyncpg
 from petitions.domain.matching import content_fingerprint
 from petitions.domain.summary import apply_event, refresh_derived
 from petitions.infra import jsoncodec
-from petitions.infra.pools import holds_session_state
 from petitions.infra.eventlog import EventLog, LogWaker, Positions
 from petitions.infra.events import (
     CASE_EVENT_TOPIC_PREFIX,
@@ -37,6 +36,7 @@ from petitions.infra.events import (
     LoggedEvent,
     fold_stored,
 )
+from petitions.infra.pools import holds_session_state
 from petitions.infra.store import EVENTS_TABLE
 
 log = logging.getLogger(__name__)

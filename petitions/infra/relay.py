@@ -21,9 +21,9 @@ import asyncpg
 from petitions.infra import tracing
 from petitions.infra.bus import Bus
 from petitions.infra.eventlog import EventLog, LogWaker, Positions
-from petitions.infra.store import EVENTS_TABLE
-from petitions.infra.pools import holds_session_state
 from petitions.infra.metrics import RELAY_LAG, RELAY_LEADER, RELAY_PUBLISHED
+from petitions.infra.pools import holds_session_state
+from petitions.infra.store import EVENTS_TABLE
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 eventsourcing is synchronous (psycopg 3); async callers use `asyncio.to_thread`.
 Every append locks the events table for its transaction, which makes commit order equal
 notification-id order, so readers tailing the log never skip an event; the append is one call
-of a database function (migrations 8 and 10) that takes that lock itself. Do not enable eventsourcing's
-POSTGRES_ENABLE_DB_FUNCTIONS: its function drops the lock.
+of a database function (migrations 8 and 10) that takes that lock itself. Do not enable
+eventsourcing's POSTGRES_ENABLE_DB_FUNCTIONS: its function drops the lock.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
 from petitions.domain.case import Case
+from petitions.infra.columns import as_columns
 from petitions.infra.dsn import eventsourcing_env
 from petitions.infra.metrics import EVENTS_APPENDED
 
@@ -97,16 +98,13 @@ class TraceContextRecorder(PostgresApplicationRecorder):
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _append(self, stored_events: Sequence[StoredEvent],
                 trace_rows: Sequence[tuple[UUID, int, str]]) -> list[int]:
-        events = ([e.originator_id for e in stored_events],
-                  [e.originator_version for e in stored_events],
-                  [e.topic for e in stored_events], [e.state for e in stored_events])
-        ids, versions, parents = (list(column) for column in zip(*trace_rows)) \
-            if trace_rows else ([], [], [])
+        events = as_columns([(e.originator_id, e.originator_version, e.topic, e.state)
+                             for e in stored_events], 4)
         # Pool connections are in autocommit: this one statement is the whole transaction.
         # A duplicate (case, version) surfaces as the library's IntegrityError (callers retry).
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._append_statement,
-                         (*events, ids, versions, parents, self.datastore.lock_timeout),
+                         (*events, *as_columns(trace_rows, 3), self.datastore.lock_timeout),
                          prepare=True)
             return [row["notification_id"] for row in curs.fetchall()]
 

@@ -25,6 +25,7 @@ import asyncpg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from petitions.infra import jsoncodec
+from petitions.infra.columns import as_columns
 from petitions.infra.store import TRACE_CONTEXT_TABLE
 from services.notify.documents import Rendered
 from services.notify.plan import PlannedDelivery
@@ -137,11 +138,6 @@ _SETTLE = (
     " WHERE d.id = o.id AND d.state NOT IN ('delivered', 'sent')")
 
 
-def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows as columns, for `unnest($1::..[], $2::..[], ...)`."""
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
-
-
 class NotifyRepository:
     def __init__(self, pool: asyncpg.Pool, cipher: DocumentCipher, instance: str,
                  lease_s: float) -> None:
@@ -161,11 +157,11 @@ class NotifyRepository:
             return []
         async with self.pool.acquire() as conn, conn.transaction():
             if documents:
-                await conn.execute(_INSERT_DOCUMENTS, *_columns(
+                await conn.execute(_INSERT_DOCUMENTS, *as_columns(
                     [self._document_row(d) for d in documents], 13))
             if not deliveries:
                 return []
-            rows = await conn.fetch(_INSERT_DELIVERIES, *_columns([(
+            rows = await conn.fetch(_INSERT_DELIVERIES, *as_columns([(
                 p.event_id, p.recipient, p.channel, delivery_id(p.key), p.case_id,
                 p.trigger_version, p.division, p.kind, p.party,
                 ",".join(str(d.id) for d in p.documents), p.optional,
@@ -210,7 +206,7 @@ class NotifyRepository:
         """(delivery, new state, error, provider ref, retry in seconds) for many at once."""
         if not outcomes:
             return
-        await self.pool.execute(_SETTLE, *_columns(
+        await self.pool.execute(_SETTLE, *as_columns(
             [(d.id, state, error, ref, retry_in) for d, state, error, ref, retry_in in outcomes],
             5))
 
