@@ -146,9 +146,9 @@ class EventDecoder:
         return GenericDecoder(decode)
 
     def type_name(self, topic: str) -> str:
-        return self._class(topic)[0]
+        return self.event_class(topic)[0]
 
-    def _class(self, topic: str) -> tuple[str, int, type]:
+    def event_class(self, topic: str) -> tuple[str, int, type]:
         try:
             return self._classes[topic]
         except KeyError:
@@ -172,25 +172,38 @@ class EventDecoder:
         return state
 
     def decode(self, case_id: UUID, version: int, topic: str, state: bytes) -> DecodedEvent:
-        name, class_version, cls = self._class(topic)
-        plain = self._plaintext(bytes(state))
+        name, class_version, cls = self.event_class(topic)
+        fields, recorded_at = self.fields(bytes(state))
+        if recorded_at is None:
+            recorded_at = fields.pop("timestamp").isoformat()
+        else:
+            del fields["timestamp"]
+        upcast(cls, class_version, fields)
+        for key in _STATE_ONLY:
+            fields.pop(key, None)
+        return name, recorded_at, fields
+
+    def fields(self, state: bytes) -> tuple[dict[str, Any], str | None]:
+        """The event's stored fields, decrypted and parsed, and the timestamp's ISO 8601 text
+        when it is the only custom-typed value (its field left as stored); otherwise None
+        and every field decoded the transcoder's way (the timestamp a datetime)."""
+        plain = self._plaintext(state)
         fields = loads(plain)
-        stamp = fields.pop("timestamp", None)
+        stamp = fields.get("timestamp")
         if (type(stamp) is dict and stamp.get("_type_") == "datetime_iso"
                 and plain.count(_TYPE_MARK) == 1):
             # Stored as datetime.isoformat() wrote it: the string is what isoformat() of the
             # decoded datetime would give again.
-            recorded_at = stamp["_data_"]
-        else:
-            fields = self._transcoder.decode(plain)
-            recorded_at = fields.pop("timestamp").isoformat()
-        from_version = fields.pop("class_version", 1)
-        while from_version < class_version:
-            getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(fields)
-            from_version += 1
-        for key in _STATE_ONLY:
-            fields.pop(key, None)
-        return name, recorded_at, fields
+            return fields, stamp["_data_"]
+        return self._transcoder.decode(plain), None
+
+
+def upcast(cls: type, class_version: int, fields: dict[str, Any]) -> None:
+    """Stored fields of an older `class_version` brought to the class's own, in place."""
+    from_version = fields.pop("class_version", 1)
+    while from_version < class_version:
+        getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(fields)
+        from_version += 1
 
 
 _STATE_ONLY = ("originator_id", "originator_version", "originator_topic")

@@ -155,6 +155,7 @@ class CaseStore:
         env["POSTGRES_PRE_PING"] = "y"
         env["POSTGRES_CONNECT_TIMEOUT"] = "2"
         env["APPLICATION_RECORDER_TOPIC"] = "petitions.infra.store:TraceContextRecorder"
+        env["MAPPER_TOPIC"] = "petitions.infra.mapper:CaseEventMapper"
         self.app = CaseApplication(env=env)
         recorder = self.app.recorder
         if isinstance(recorder, TraceContextRecorder):
