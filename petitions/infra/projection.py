@@ -77,7 +77,7 @@ class CaseSummaryProjection:
     async def catch_up_once(self) -> bool:
         """Apply the next batch; False when there was nothing new."""
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PROJECTION_LOCK_KEY):
+            if not await conn.fetchval(_LOCK_UNFLUSHED, PROJECTION_LOCK_KEY):
                 return False
             position = await self.positions.get(READER, conn)
             events = await self.log.read_after(position, self.batch, conn)
@@ -182,6 +182,12 @@ class CaseSummaryProjection:
             for case_id, s in current.items() if s.get("case_number") is not None
         ])
 
+
+# The batch's commit does not wait for the disk: a batch lost in a crash, its rows and the
+# position with them, is applied again from the log. The wait was a WAL flush per batch,
+# queued with the appends' own (theirs hold the event table's lock until flushed).
+_LOCK_UNFLUSHED = ("SELECT pg_try_advisory_xact_lock($1) "
+                   "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unflushed")
 
 UPSERT = """
 INSERT INTO case_summaries (case_id, case_number, division, status, category, channel, unit_id,

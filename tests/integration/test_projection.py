@@ -8,7 +8,11 @@ from datetime import UTC, datetime
 import pytest
 
 from petitions.domain.values import Actor
-from petitions.infra.projection import CaseSummaryProjection
+from petitions.infra.projection import (
+    _LOCK_UNFLUSHED,
+    PROJECTION_LOCK_KEY,
+    CaseSummaryProjection,
+)
 from tests.integration.conftest import commit_one_by_one_while, new_case
 
 pytestmark = pytest.mark.integration
@@ -66,3 +70,13 @@ async def test_a_running_projector_is_woken_by_each_commit_without_polling(pool,
         lambda: projection.position)
     stored = {r["case_id"] for r in await pool.fetch("SELECT case_id FROM case_summaries")}
     assert {c.id for c in cases} <= stored
+
+
+async def test_a_projected_batch_is_committed_without_waiting_for_the_disk(pool):
+    """A batch lost in a crash is applied again from the log (its position goes with it): the
+    statement that takes the projector's lock also spares the commit its WAL flush."""
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            assert await conn.fetchval(_LOCK_UNFLUSHED, PROJECTION_LOCK_KEY) is True
+            assert await conn.fetchval("SHOW synchronous_commit") == "off"
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"

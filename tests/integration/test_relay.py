@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from petitions.infra.eventlog import _SET_UNFLUSHED, Positions
 from petitions.infra.events import LoggedEvent
 from petitions.infra.relay import READER, Relay
 from tests.integration.conftest import commit_one_by_one_while, new_case
@@ -113,3 +114,18 @@ async def test_a_running_relay_is_woken_by_each_commit_without_polling(pool, sto
     seen = {mid for mid, body in await _stream_messages(bus, f"{bus.prefix}.case.>")
             if body["case_id"] in ids}
     assert seen == {f"{i}:1" for i in ids}
+
+
+async def test_a_relayed_position_is_committed_without_waiting_for_the_disk(pool):
+    """A position lost in a crash only republishes what the bus drops as repeats: its commit
+    skips the WAL flush, and leaves the connection's own setting as it was."""
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute(_SET_UNFLUSHED, "probe:unflushed", 41)
+            assert await conn.fetchval("SHOW synchronous_commit") == "off"
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    positions = Positions(pool)
+    await positions.set("probe:unflushed", 42)
+    assert await positions.get("probe:unflushed") == 42
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
