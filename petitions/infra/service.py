@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI
 
 from petitions.infra.auth import TokenAuthority
+from petitions.infra.collector import settle_after_start_up
 from petitions.infra.http import build_app, serve_http
 from petitions.infra.logs import configure_logging
 from petitions.infra.runtime import Runtime
@@ -22,6 +23,7 @@ async def run_service(name: str, title: str, settings: CommonSettings,
         maybe = wire(runtime, app)
         if maybe is not None:
             await maybe
+        settle_after_start_up()
         await serve_http(app, settings.http_host, settings.http_port,  # type: ignore[attr-defined]
                          on_signal=runtime.stopping.set, drain_seconds=settings.shutdown_drain_s)
     finally:

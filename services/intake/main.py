@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from petitions.domain.calendar import calendar_from_chinese_calendar
 from petitions.infra.auth import TokenAuthority
+from petitions.infra.collector import settle_after_start_up
 from petitions.infra.committer import GroupCommitter
 from petitions.infra.http import build_app, serve_http
 from petitions.infra.logs import configure_logging
@@ -64,6 +65,7 @@ async def main() -> None:
         runtime.stopping.set()
         grpc_stopped.append(asyncio.ensure_future(stop_grpc_server(grpc_server, grace=10)))
 
+    settle_after_start_up()
     try:
         await serve_http(app, settings.http_host, settings.http_port,
                          on_signal=on_signal, drain_seconds=settings.shutdown_drain_s)
