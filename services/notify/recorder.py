@@ -22,12 +22,24 @@ from eventsourcing.persistence import IntegrityError
 
 from petitions.domain.case import Case
 from petitions.domain.errors import RuleViolation
+from petitions.infra.batching import decode_histories, rebuild
 from petitions.infra.store import EVENTS_TABLE, CaseStore
 
 log = logging.getLogger(__name__)
 
 Command = Callable[[Case], None]
 Settle = Callable[[list[Any]], Awaitable[None]]
+
+
+# The stored events of each given case that has gone past the version notify holds of it
+# (NULL: holds none), in version order; the cases still at that version return nothing.
+_STALE_HISTORIES = (
+    f"SELECT e.originator_id, e.originator_version, e.topic, e.state "
+    f"FROM unnest($1::uuid[], $2::bigint[]) AS held(case_id, version) "
+    f"JOIN {EVENTS_TABLE} e ON e.originator_id = held.case_id "
+    f"WHERE held.version IS NULL OR EXISTS (SELECT 1 FROM {EVENTS_TABLE} n "
+    f"  WHERE n.originator_id = held.case_id AND n.originator_version = held.version + 1) "
+    f"ORDER BY e.originator_id, e.originator_version")
 
 
 def guarded(command: Command) -> Command:
@@ -66,13 +78,19 @@ class CaseRecorder:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
-    async def _current_versions(self, ids: list[UUID]) -> dict[UUID, int]:
-        if self.pool is None or not any(i in self._cache for i in ids):
-            return {}
-        rows = await self.pool.fetch(
-            f"SELECT originator_id, max(originator_version) AS v FROM {EVENTS_TABLE} "
-            f"WHERE originator_id = ANY($1::uuid[]) GROUP BY originator_id", ids)
-        return {r["originator_id"]: r["v"] for r in rows}
+    async def _stale_histories(self, ids: list[UUID]) -> tuple[dict[UUID, Case], list[Any]]:
+        """The batch's cases as notify last saw them where nobody has appended since, and the
+        stored events of the others, in one query (another service appending between the
+        planning and the recording is the rule, not the exception: the deadline clock starts
+        on the same event that a notice is sent for). Without a pool, ({}, []): `_write`
+        loads each case by itself."""
+        if self.pool is None:
+            return {}, []
+        cached = {i: self._cache.pop(i) for i in ids if i in self._cache}
+        records = await self.pool.fetch(
+            _STALE_HISTORIES, ids, [cached[i].version if i in cached else None for i in ids])
+        stale = {r["originator_id"] for r in records}
+        return {i: case for i, case in cached.items() if i not in stale}, records
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="notify-recorder")
@@ -93,9 +111,9 @@ class CaseRecorder:
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                versions = await self._current_versions(list({c for c, *_ in batch}))
+                current, records = await self._stale_histories(list({c for c, *_ in batch}))
                 await asyncio.to_thread(self._write, [(c, cmd, ctx) for c, cmd, _, _, ctx in batch],
-                                        versions)
+                                        current, records)
                 await self.settle([o for _, _, o, _, _ in batch if o is not None])
                 for _, _, _, done, _ in batch:
                     if not done.done():
@@ -109,17 +127,19 @@ class CaseRecorder:
                 self._busy = False
 
     def _write(self, items: list[tuple[UUID, Command, contextvars.Context]],
-               versions: dict[UUID, int]) -> None:
+               current: dict[UUID, Case], records: list[Any]) -> None:
         by_case: dict[UUID, list[tuple[Command, contextvars.Context]]] = {}
         for case_id, command, context in items:
             by_case.setdefault(case_id, []).append((guarded(command), context))
+        read = {case_id: rebuild(events)
+                for case_id, events in decode_histories(self.store, records).items()}
         cases, contexts = [], []
         for case_id, commands in by_case.items():
-            case = self._cache.pop(case_id, None)
-            if case is None or versions.get(case_id) != case.version:
+            case = current.get(case_id) or read.get(case_id)
+            if case is None and self.pool is None:
                 case = self.store.get(case_id)
             if case is None:
-                continue
+                continue  # no such case
             # each event appended in the context of the outcome it records (its trace)
             per_event: list[contextvars.Context | None] = [None] * len(case.pending_events)
             for command, context in commands:

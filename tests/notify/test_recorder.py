@@ -94,3 +94,30 @@ async def test_each_outcome_is_appended_in_its_own_trace(traced_store, notify_st
                   for e in notify_store.history(case.id)}
     assert traces[version_to["land-330106"]] == first
     assert traces[version_to["edu-330106"]] == second
+
+
+async def test_a_batch_is_recorded_on_each_case_as_stored_now(notify_store, notify_pool):
+    """Cases as notify planned them, cases another service appended to since (the deadline
+    clock starts on the event a notice is for) and cases notify never held: one read for the
+    batch, one append, no conflict; an outcome for a case that does not exist records nothing."""
+    held, moved, unheld = (routed(registered()) for _ in range(3))
+    await asyncio.to_thread(notify_store.save, held, moved, unheld)
+    recorder = CaseRecorder(notify_store, settle_nothing, pool=notify_pool, linger=0.2)
+    for case in (held, moved):
+        recorder.remember(notify_store.get(case.id))
+    moved_on = notify_store.get(moved.id)
+    moved_on.start_clock(clock="acceptance", started_on="2026-03-02", due_on="2026-03-17",
+                         length=15, day_kind="calendar", explanation="15 days",
+                         provisional=False, actor=NOTIFY_ACTOR, at=AT, reason="registered")
+    await asyncio.to_thread(notify_store.save, moved_on)
+    recorder.start()
+    try:
+        await asyncio.gather(*(recorder.record(case_id, delivered("land-330106"), None)
+                               for case_id in (held.id, moved.id, unheld.id, uuid4())))
+    finally:
+        await recorder.stop()
+
+    assert recorder.transactions == 1
+    assert history_types(notify_store, held.id)[2:] == ["NoticeDelivered"]
+    assert history_types(notify_store, moved.id)[2:] == ["ClockStarted", "NoticeDelivered"]
+    assert history_types(notify_store, unheld.id)[2:] == ["NoticeDelivered"]
