@@ -26,7 +26,7 @@ from petitions.infra import tracing
 from petitions.infra.bus import BusMessage, Consumer, retry_delay
 from petitions.infra.logs import case_bound
 from petitions.infra.metrics import MESSAGES_HANDLED
-from petitions.infra.store import EVENTS_TABLE, CaseStore, ConcurrencyConflict
+from petitions.infra.store import EVENTS_TABLE, CaseStore, ConcurrencyConflict, project
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +202,7 @@ async def moved_since_read(pool: asyncpg.Pool, histories: dict[UUID, list[Any]],
 
 def rebuild(events: Sequence[Any]) -> Any:
     """An aggregate from its domain events, as the store's repository builds it."""
-    aggregate = None
-    for e in events:
-        aggregate = e.mutate(aggregate)
-    return aggregate
+    return project(None, events)
 
 
 async def decide_and_append(

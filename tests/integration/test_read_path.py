@@ -391,3 +391,28 @@ async def test_a_pool_of_one_connection_rebuilds_too(pool, store, test_env):
         followed = await _table(single)
         assert await projection.rebuild(fetch=3, copy_rows=2) == await projection.log.head()
         assert await _table(single) == followed
+
+
+def test_the_application_saves_and_replays_as_the_library_does():
+    """`CaseApplication.save` collects pending events without the library's protocol checks,
+    and the store replays without its per-event assertion: the same events, recordings and
+    aggregates as `Application` itself gives."""
+    from eventsourcing.application import Application
+
+    from petitions.infra.store import CaseApplication, project
+
+    env = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+    mine, theirs = CaseApplication(env=env), Application(env=env)
+    first, second = _rich(new_case()), new_case()
+    events = {c.id: list(c.pending_events) for c in (first, second)}
+    recordings = mine.save(first, None, second)
+    assert [(r.notification.originator_id, r.notification.originator_version)
+            for r in recordings] == [(e.originator_id, e.originator_version)
+                                     for c in (first, second) for e in events[c.id]]
+    assert not first.pending_events and not second.pending_events
+    for case_id, case_events in events.items():
+        theirs.save(*case_events)
+        stored = list(mine.events.get(case_id))
+        assert [vars(e) for e in stored] == [vars(e) for e in case_events]
+        assert vars(mine.repository.get(case_id, projector_func=project)) == \
+            vars(theirs.repository.get(case_id))
