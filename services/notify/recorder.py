@@ -2,8 +2,9 @@
 
 The store serialises transactions (a table lock on insert), so one transaction per notice
 would cap notify at the store's transaction rate; outcomes queued while the previous batch was
-committing go in the next one. A batch that conflicts with another writer falls back to
-per-case load-apply-save with retries. Commands decide from the case whether there is anything
+committing go in the next one. A batch that conflicts with another writer is read again and
+appended again whole; only a batch that keeps losing falls back to per-case load-apply-save
+with retries. Commands decide from the case whether there is anything
 to do (a notice already settled raises RuleViolation, which is ignored), so a repeat is
 harmless. After the case has it, the delivery row is settled.
 """
@@ -42,6 +43,10 @@ _STALE_HISTORIES = (
     f"ORDER BY e.originator_id, e.originator_version")
 
 
+# Tries of a whole batch in one transaction before its outcomes are appended one by one.
+BATCH_ATTEMPTS = 3
+
+
 def guarded(command: Command) -> Command:
     def run(case: Case) -> None:
         try:
@@ -70,6 +75,7 @@ class CaseRecorder:
             asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.transactions = 0
+        self.conflicts = 0  # batches appended again because another writer came first
         self._busy = False
 
     def remember(self, case: Case) -> None:
@@ -78,7 +84,8 @@ class CaseRecorder:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
-    async def _stale_histories(self, ids: list[UUID]) -> tuple[dict[UUID, Case], list[Any]]:
+    async def _stale_histories(self, ids: list[UUID], use_cache: bool = True
+                               ) -> tuple[dict[UUID, Case], list[Any]]:
         """The batch's cases as notify last saw them where nobody has appended since, and the
         stored events of the others, in one query (another service appending between the
         planning and the recording is the rule, not the exception: the deadline clock starts
@@ -87,6 +94,8 @@ class CaseRecorder:
         if self.pool is None:
             return {}, []
         cached = {i: self._cache.pop(i) for i in ids if i in self._cache}
+        if not use_cache:
+            cached = {}  # a batch read again after a conflict: its cases are read afresh
         records = await self.pool.fetch(
             _STALE_HISTORIES, ids, [cached[i].version if i in cached else None for i in ids])
         stale = {r["originator_id"] for r in records}
@@ -111,9 +120,7 @@ class CaseRecorder:
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                current, records = await self._stale_histories(list({c for c, *_ in batch}))
-                await asyncio.to_thread(self._write, [(c, cmd, ctx) for c, cmd, _, _, ctx in batch],
-                                        current, records)
+                await self._append([(c, cmd, ctx) for c, cmd, _, _, ctx in batch])
                 await self.settle([o for _, _, o, _, _ in batch if o is not None])
                 for _, _, _, done, _ in batch:
                     if not done.done():
@@ -125,6 +132,23 @@ class CaseRecorder:
                         done.set_exception(exc)
             finally:
                 self._busy = False
+
+    async def _append(self, items: list[tuple[UUID, Command, contextvars.Context]]) -> None:
+        """The batch's outcomes appended in one transaction. When another writer appended to
+        one of its cases first (the deadline clock starts beside the notice: under load nearly
+        every batch races it somewhere), the whole batch is read again and appended again,
+        in one transaction still; only after `BATCH_ATTEMPTS` does each outcome go alone."""
+        ids = list(dict.fromkeys(case_id for case_id, _, _ in items))
+        use_cache = True
+        for _ in range(BATCH_ATTEMPTS):
+            current, records = await self._stale_histories(ids, use_cache)
+            try:
+                await asyncio.to_thread(self._write, items, current, records)
+                return
+            except IntegrityError:
+                self.conflicts += 1
+                use_cache = False
+        await asyncio.to_thread(self._write_each, items)
 
     def _write(self, items: list[tuple[UUID, Command, contextvars.Context]],
                current: dict[UUID, Case], records: list[Any]) -> None:
@@ -147,15 +171,14 @@ class CaseRecorder:
                 per_event += [context] * (len(case.pending_events) - len(per_event))
             cases.append(case)
             contexts.append(per_event)
-        try:
-            self.store.save(*cases, contexts=contexts)
+        self.store.save(*cases, contexts=contexts)
+        self.transactions += 1
+
+    def _write_each(self, items: list[tuple[UUID, Command, contextvars.Context]]) -> None:
+        """Each outcome alone, with the store's own retries on conflict."""
+        for case_id, command, context in items:
+            self.store.update(case_id, guarded(command), context=context)
             self.transactions += 1
-        except IntegrityError:
-            # someone else appended to one of them meanwhile: each outcome alone, with retries
-            for case_id, commands in by_case.items():
-                for command, context in commands:
-                    self.store.update(case_id, command, context=context)
-                    self.transactions += 1
 
     async def stop(self, timeout: float = 10.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout

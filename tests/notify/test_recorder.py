@@ -13,7 +13,7 @@ from petitions.infra import tracing
 from petitions.infra.settings import CommonAuthSettings
 from petitions.infra.store import CaseStore
 from services.notify.handler import NOTIFY_ACTOR
-from services.notify.recorder import CaseRecorder
+from services.notify.recorder import BATCH_ATTEMPTS, CaseRecorder
 from tests.notify.conftest import history_types, registered, routed
 
 pytestmark = pytest.mark.integration
@@ -88,7 +88,8 @@ async def test_each_outcome_is_appended_in_its_own_trace(traced_store, notify_st
 
     types = history_types(notify_store, case.id)
     assert types.count("NoticeDelivered") == (3 if conflict else 2)
-    assert recorder.transactions == (2 if conflict else 1)
+    # after the conflict the batch is read again and appended again whole
+    assert (recorder.transactions, recorder.conflicts) == ((1, 1) if conflict else (1, 0))
     traces = await stored_traces(notify_pool, case.id)
     version_to = {getattr(e, "recipient", None): e.originator_version
                   for e in notify_store.history(case.id)}
@@ -121,3 +122,34 @@ async def test_a_batch_is_recorded_on_each_case_as_stored_now(notify_store, noti
     assert history_types(notify_store, held.id)[2:] == ["NoticeDelivered"]
     assert history_types(notify_store, moved.id)[2:] == ["ClockStarted", "NoticeDelivered"]
     assert history_types(notify_store, unheld.id)[2:] == ["NoticeDelivered"]
+
+
+@pytest.mark.parametrize("races", [1, 3], ids=["once", "every-batch-try"])
+async def test_a_batch_that_loses_a_race_is_read_again_whole(notify_store, notify_pool, races):
+    """Another writer appends to one case of the batch after the recorder read it: the batch
+    is read again and appended in one transaction; a batch that loses every try falls back to
+    appending each outcome alone. Every outcome is recorded once either way."""
+    cases = [routed(registered()) for _ in range(3)]
+    await asyncio.to_thread(notify_store.save, *cases)
+    raced = []
+
+    def racing(case_in_batch) -> None:
+        if len(raced) < races:
+            raced.append(True)
+            notify_store.update(case_in_batch.id, delivered(f"other-{len(raced)}"))
+        delivered("land-330106")(case_in_batch)
+
+    recorder = CaseRecorder(notify_store, settle_nothing, pool=notify_pool, linger=0.2)
+    recorder.start()
+    try:
+        await asyncio.gather(
+            recorder.record(cases[0].id, racing, None),
+            *(recorder.record(c.id, delivered("land-330106"), None) for c in cases[1:]))
+    finally:
+        await recorder.stop()
+
+    assert recorder.conflicts == races
+    assert recorder.transactions == (1 if races < BATCH_ATTEMPTS else len(cases))
+    assert history_types(notify_store, cases[0].id)[2:].count("NoticeDelivered") == races + 1
+    for case in cases[1:]:
+        assert history_types(notify_store, case.id)[2:] == ["NoticeDelivered"]
