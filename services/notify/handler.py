@@ -54,6 +54,13 @@ log = logging.getLogger(__name__)
 EventRow = tuple[str, int, str, dict[str, Any]]
 
 
+# A batch of up to this many events is planned on the event loop (a few milliseconds at
+# most); a larger one in a thread, so that sends and acks go on meanwhile. Handing a small
+# batch to a thread cost more than planning it: the thread waits for the interpreter lock
+# while the loop runs, and the batch's deliveries wait for both.
+PLAN_INLINE_MAX = 16
+
+
 @dataclass(frozen=True)
 class Planned:
     facts: CaseFacts
@@ -138,7 +145,10 @@ class Notifier:
         Returns the created deliveries and the events that failed, by index."""
         records = await self.repo.pool.fetch(
             HISTORIES_SQL, list(dict.fromkeys(case_id for case_id, _, _ in events)))
-        planned, aggregates = await asyncio.to_thread(self._plan_events, records, events)
+        if len(events) <= PLAN_INLINE_MAX:
+            planned, aggregates = self._plan_events(records, events)
+        else:
+            planned, aggregates = await asyncio.to_thread(self._plan_events, records, events)
         for aggregate in aggregates:
             self.recorder.remember(aggregate)
         failed = {i: p for i, p in enumerate(planned) if isinstance(p, BaseException)}
@@ -167,8 +177,8 @@ class Notifier:
     def _plan_events(self, records: Sequence[Any],
                      events: Sequence[tuple[UUID, int, Context | None]]
                      ) -> tuple[list[Planned | Refused | BaseException | None], list[Case]]:
-        """In a thread: the cases decoded and folded, each event planned (its documents
-        rendered). A failure of one event is that event's alone."""
+        """The cases decoded and folded, each event planned (its documents rendered). A
+        failure of one event is that event's alone."""
         cases = self._decode_cases(records)
         out: list[Planned | Refused | BaseException | None] = []
         for case_id, version, _ in events:
