@@ -2,7 +2,6 @@
 timers table with its tick loop, and the deadlines and calendar API."""
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -10,7 +9,7 @@ from fastapi import FastAPI
 
 from petitions.infra.batching import consume_batches
 from petitions.infra.runtime import Runtime
-from petitions.infra.service import run_service
+from petitions.infra.service import run_event_loop, run_service
 from services.deadlines.api import mount_routes
 from services.deadlines.calendars import CalendarBook
 from services.deadlines.engine import ClockEngine
@@ -50,7 +49,7 @@ def main(now: Callable[[], datetime] = utc_now) -> None:
                                     max(settings.metrics_interval_s, 5.0)), "timer-gauges")
         mount_routes(app, runtime.pool, book, handler, now)
 
-    asyncio.run(run_service("deadlines", "Petition deadlines", settings, wire))
+    run_event_loop(run_service("deadlines", "Petition deadlines", settings, wire))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from petitions.infra.http import build_app, serve_http
 from petitions.infra.logs import configure_logging
 from petitions.infra.projection import CaseSummaryProjection
 from petitions.infra.runtime import Runtime
+from petitions.infra.service import run_event_loop
 from petitions.infra.settings import REPO_ROOT, IntakeSettings
 from petitions.infra.tracing import GrpcServerTracing
 from services.intake.api import mount_routes
@@ -98,4 +99,4 @@ async def _start_grpc(registrar: Registrar, queries: CaseQueries, authority: Tok
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_event_loop(main())

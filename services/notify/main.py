@@ -1,7 +1,6 @@
 """Composition root of the notify service."""
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ from petitions.domain.directory import Directory
 from petitions.infra.batching import consume_batches
 from petitions.infra.identity import IdentityReads
 from petitions.infra.runtime import Runtime
-from petitions.infra.service import run_service
+from petitions.infra.service import run_event_loop, run_service
 from petitions.infra.tracing import TracingTransport
 from services.notify.api import mount_routes
 from services.notify.channels import EmailChannel, SmsChannel, SmtpConfig, WebhookChannel
@@ -114,13 +113,7 @@ def main() -> None:
 
         runtime.spawn(deliveries(), "deliveries")
 
-    try:  # libuv's event loop: notify's throughput is event-loop bound
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(run_service("notify", "Petition notices", settings, wire))
+    run_event_loop(run_service("notify", "Petition notices", settings, wire))
 
 
 if __name__ == "__main__":

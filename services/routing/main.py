@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from petitions.domain.routing_config import ROUTING_CONFIGURATION_ID
 from petitions.infra.batching import consume_batches
 from petitions.infra.runtime import Runtime
-from petitions.infra.service import run_service
+from petitions.infra.service import run_event_loop, run_service
 from petitions.infra.settings import RoutingSettings
 from services.routing.api import mount_routing_routes
 from services.routing.configuration import ConfigurationHolder
@@ -57,7 +57,7 @@ def main() -> None:
         mount_routing_routes(app, runtime.store, holder, utc_now,
                              settings.identity_hash_key.encode())
 
-    asyncio.run(run_service("routing", "Petition routing", settings, wire))
+    run_event_loop(run_service("routing", "Petition routing", settings, wire))
 
 
 if __name__ == "__main__":
