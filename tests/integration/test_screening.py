@@ -180,3 +180,19 @@ async def test_a_request_without_a_key_never_reads_the_log(pool, store):
         await conn.execute("DEALLOCATE screen")
     assert reads["NULL"] and all(n == 0 for n in reads["NULL"])
     assert any(n > 0 for key, loops in reads.items() if key != "NULL" for n in loops)
+
+
+async def test_the_number_is_taken_without_waiting_for_the_disk(pool):
+    """The counter row is locked until the statement commits: the commit does not wait for
+    the WAL flush (the case appended with the number flushes it), and the setting ends with
+    the statement's transaction."""
+    county = _county()
+    async with pool.acquire() as conn:
+        holds_session_state(conn)
+        async with conn.transaction():
+            row = await conn.fetchrow(SCREEN_SQL, uuid.uuid4().hex, "appeal", "land",
+                                      uuid.uuid4().hex, list(CLOSED_STATUSES), county, 2026,
+                                      True, None)
+            assert row["seq"] == 1
+            assert await conn.fetchval("SHOW synchronous_commit") == "off"
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
