@@ -80,3 +80,39 @@ async def test_a_projected_batch_is_committed_without_waiting_for_the_disk(pool)
             assert await conn.fetchval(_LOCK_UNFLUSHED, PROJECTION_LOCK_KEY) is True
             assert await conn.fetchval("SHOW synchronous_commit") == "off"
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
+
+
+async def test_commits_close_together_are_projected_in_one_batch(pool, store, event_log):
+    """The commit that wakes the projector and those within its gathering window after it
+    are applied together: one transaction instead of one per commit."""
+    projection = CaseSummaryProjection(pool, event_log, gather_s=3.0)
+    applied = []
+    catch_up_once = projection.catch_up_once
+
+    async def counted() -> bool:
+        progressed = await catch_up_once()
+        if progressed:
+            applied.append(projection.position)
+        return progressed
+
+    projection.catch_up_once = counted  # type: ignore[method-assign]
+    await projection.catch_up()  # what earlier tests left in the log
+    applied.clear()
+    stopping = asyncio.Event()
+    running = asyncio.create_task(projection.run(stopping, poll_interval=3600))
+    try:
+        await asyncio.sleep(0.2)  # idle, waiting for a commit
+        cases = [new_case() for _ in range(5)]
+        for case in cases:
+            await asyncio.to_thread(store.save, case)
+        head = await event_log.head()
+        async with asyncio.timeout(30):
+            while projection.position < head:
+                await asyncio.sleep(0.05)
+    finally:
+        stopping.set()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert applied == [head]
+    stored = {r["case_id"] for r in await pool.fetch("SELECT case_id FROM case_summaries")}
+    assert {c.id for c in cases} <= stored
