@@ -18,6 +18,7 @@ import contextvars
 import logging
 from typing import Any
 
+import asyncpg
 from eventsourcing.persistence import IntegrityError
 
 from petitions.infra import tracing
@@ -35,8 +36,10 @@ class CommitterStopped(ConnectionError):
 
 
 class GroupCommitter:
-    def __init__(self, store: CaseStore, *, max_batch: int = 100, max_in_flight: int = 2) -> None:
+    def __init__(self, store: CaseStore, *, pool: asyncpg.Pool | None = None,
+                 max_batch: int = 100, max_in_flight: int = 2) -> None:
         self.store = store
+        self.pool = pool  # given: saves go over it (`CaseStore.save_async`), not a thread
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -92,10 +95,16 @@ class GroupCommitter:
         # Every batch taken from the queue is committed (or settled) before stopping.
         await asyncio.gather(*in_flight, return_exceptions=True)
 
+    async def _save(self, batch: list[_Item]) -> None:
+        aggregates, contexts = [a for a, _, _ in batch], [c for _, c, _ in batch]
+        if self.pool is not None:
+            await self.store.save_async(self.pool, *aggregates, contexts=contexts)
+        else:
+            await asyncio.to_thread(self.store.save, *aggregates, contexts=contexts)
+
     async def _commit(self, batch: list[_Item]) -> None:
         try:
-            await asyncio.to_thread(self.store.save, *(a for a, _, _ in batch),
-                                    contexts=[c for _, c, _ in batch])
+            await self._save(batch)
             self.transactions += 1
             self.saved += len(batch)
             _settle(batch, None)
@@ -103,9 +112,8 @@ class GroupCommitter:
             # One of them conflicts (e.g. a concurrent idempotent retry): save each alone so
             # only the conflicting request sees the error.
             for item in batch:
-                aggregate, context, _ = item
                 try:
-                    await asyncio.to_thread(self.store.save, aggregate, contexts=[context])
+                    await self._save([item])
                     self.transactions += 1
                     self.saved += 1
                     _settle([item], None)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias, TypeVar
 from uuid import UUID
 
+import asyncpg
 from eventsourcing.application import (
     AggregateNotFoundError,
     Application,
@@ -249,6 +250,43 @@ class CaseStore:
         for _, events in pending:
             for _, event_type in events:
                 EVENTS_APPENDED.labels(self.service, event_type).inc()
+
+    async def save_async(self, pool: asyncpg.Pool, *cases: Case,
+                         contexts: Sequence[SaveContext] | None = None) -> None:
+        """As `save`, as one call of the append function (migration 10) over an asyncpg
+        pool: no thread, no second driver and its pool's liveness probe per save, on the
+        paths that save under load. Without the function, `save` in a thread."""
+        recorder = self.app.recorder
+        if not getattr(recorder, "use_append_function", False):
+            await asyncio.to_thread(self.save, *cases, contexts=contexts)
+            return
+        pending = [(case.id, [(e.originator_version, type(e).__name__)
+                              for e in case.pending_events]) for case in cases]
+        trace_rows = self._trace_context_rows(pending, contexts)
+        stored = [self.mapper.to_stored_event(e) for case in cases for e in case.pending_events]
+        if not stored:
+            return
+        try:
+            await pool.fetch(
+                self._append_sql,
+                *as_columns([(e.originator_id, e.originator_version, e.topic, e.state)
+                             for e in stored], 4),
+                *as_columns(trace_rows, 3), recorder.datastore.lock_timeout)
+        except asyncpg.IntegrityConstraintViolationError as e:
+            # another writer took one of the versions: the library's error, as `save` raises
+            raise IntegrityError(str(e)) from e
+        for case in cases:
+            case.collect_events()  # saved: no longer pending
+        for _, events in pending:
+            for _, event_type in events:
+                EVENTS_APPENDED.labels(self.service, event_type).inc()
+
+    @property
+    def _append_sql(self) -> str:
+        return (f'SELECT notification_id FROM "{self.schema}".'
+                f"{TraceContextRecorder.APPEND_FUNCTION}($1::uuid[], $2::bigint[], "
+                f"$3::text[], $4::bytea[], $5::uuid[], $6::bigint[], $7::text[], $8::int) "
+                f"AS notification_id")
 
     def _trace_context_rows(self, pending: list[tuple[UUID, list[tuple[int, str]]]],
                             contexts: Sequence[SaveContext] | None,

@@ -160,16 +160,18 @@ class ClockEngine:
                 failed[case_id] = exc
         return decided, failed
 
-    def save_decided(self, decided: Mapping[UUID, tuple[Case, Reconciled]],
-                     contexts: Mapping[UUID, Any] | None = None) -> None:
-        """Append what the decided cases lack, in one transaction. IntegrityError (another
-        writer appended to one of them since it was read) stores nothing: decide them all
-        again on fresh histories."""
+    async def save_decided(self, pool: Any, decided: Mapping[UUID, tuple[Case, Reconciled]],
+                           contexts: Mapping[UUID, Any] | None = None) -> None:
+        """Append what the decided cases lack, `cases_per_save` cases a transaction, over an
+        asyncpg pool (`CaseStore.save_async`). IntegrityError (another writer appended to one
+        of them since it was read) stores nothing of that transaction: decide them all again
+        on fresh histories."""
         changed = [case for case, result in decided.values() if result.appended]
         for start in range(0, len(changed), self.cases_per_save):
             chunk = changed[start:start + self.cases_per_save]
-            self.store.save(*chunk, contexts=[contexts.get(c.id) for c in chunk]
-                            if contexts is not None else None)
+            await self.store.save_async(
+                pool, *chunk,
+                contexts=[contexts.get(c.id) for c in chunk] if contexts is not None else None)
 
     # -- timers -> case events -----------------------------------------------------------------
 

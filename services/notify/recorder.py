@@ -45,6 +45,8 @@ _STALE_HISTORIES = (
 
 # Tries of a whole batch in one transaction before its outcomes are appended one by one.
 BATCH_ATTEMPTS = 3
+# Outcomes applied to their cases on the event loop; a larger batch is applied in a thread.
+APPLY_INLINE_MAX = 16
 
 
 def guarded(command: Command) -> Command:
@@ -143,7 +145,15 @@ class CaseRecorder:
         for _ in range(BATCH_ATTEMPTS):
             current, records = await self._stale_histories(ids, use_cache)
             try:
-                await asyncio.to_thread(self._write, items, current, records)
+                if self.pool is None:
+                    await asyncio.to_thread(self._write, items, current, records)
+                    return
+                # a small batch is applied on the loop, a large one in a thread (as planning)
+                cases, contexts = (self._apply(items, current, records)
+                                   if len(items) <= APPLY_INLINE_MAX else
+                                   await asyncio.to_thread(self._apply, items, current, records))
+                await self.store.save_async(self.pool, *cases, contexts=contexts)
+                self.transactions += 1
                 return
             except IntegrityError:
                 self.conflicts += 1
@@ -152,6 +162,15 @@ class CaseRecorder:
 
     def _write(self, items: list[tuple[UUID, Command, contextvars.Context]],
                current: dict[UUID, Case], records: list[Any]) -> None:
+        cases, contexts = self._apply(items, current, records)
+        self.store.save(*cases, contexts=contexts)
+        self.transactions += 1
+
+    def _apply(self, items: list[tuple[UUID, Command, contextvars.Context]],
+               current: dict[UUID, Case], records: list[Any]
+               ) -> tuple[list[Case], list[list[contextvars.Context | None]]]:
+        """The batch's commands applied to its cases (as held, as read, or else loaded),
+        and per case the context of each event they appended."""
         by_case: dict[UUID, list[tuple[Command, contextvars.Context]]] = {}
         for case_id, command, context in items:
             by_case.setdefault(case_id, []).append((guarded(command), context))
@@ -171,8 +190,7 @@ class CaseRecorder:
                 per_event += [context] * (len(case.pending_events) - len(per_event))
             cases.append(case)
             contexts.append(per_event)
-        self.store.save(*cases, contexts=contexts)
-        self.transactions += 1
+        return cases, contexts
 
     def _write_each(self, items: list[tuple[UUID, Command, contextvars.Context]]) -> None:
         """Each outcome alone, with the store's own retries on conflict."""

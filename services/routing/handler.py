@@ -58,9 +58,11 @@ class RoutingHandler:
                 changed[case_id] = case
         return changed, failed
 
-    def _save(self, changed: dict[UUID, Case], contexts: dict[UUID, contextvars.Context]) -> None:
+    async def _save(self, changed: dict[UUID, Case],
+                    contexts: dict[UUID, contextvars.Context]) -> None:
         if changed:
-            self.store.save(*changed.values(), contexts=[contexts[i] for i in changed])
+            await self.store.save_async(self.pool, *changed.values(),
+                                        contexts=[contexts[i] for i in changed])
 
     def route(self, case: Case) -> None:
         # Idempotent: a redelivered message finds the case already routed.

@@ -59,8 +59,10 @@ async def test_two_transactions_are_in_flight_at_once_and_never_more(store):
     assert all(store.get(c.id) is not None for c in cases)
 
 
-async def test_a_conflict_in_one_batch_fails_only_its_own_save(store):
-    committer = GroupCommitter(store, max_batch=10, max_in_flight=2)
+@pytest.mark.parametrize("over", ["thread", "pool"])
+async def test_a_conflict_in_one_batch_fails_only_its_own_save(store, pool, over):
+    committer = GroupCommitter(store, pool=pool if over == "pool" else None, max_batch=10,
+                               max_in_flight=2)
     committer.start()
     taken = new_case()
     store.save(taken)

@@ -5,6 +5,7 @@ counter, the group committer's flush on stop, and versioned, idempotent migratio
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import io
 import json
 import logging
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from eventsourcing.persistence import IntegrityError
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -252,3 +254,37 @@ def test_migrations_are_versioned_and_idempotent(servers):
     finally:
         with psycopg.connect(servers.postgres_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+
+async def test_an_async_save_stores_what_a_save_stores(traced_store, pool):
+    """`save_async` over an asyncpg pool: the events (hash-chained), each case's trace context
+    and the appended-events count as `save` writes them; a version taken meanwhile is the
+    library's IntegrityError and leaves the case's events pending, to be saved again."""
+    labels = {"service": "test", "type": "Registered"}
+    before = REGISTRY.get_sample_value("petitions_events_appended_total", labels) or 0
+    first, second = new_case(), new_case()
+    expected = {c.id: [vars(e) for e in c.pending_events] for c in (first, second)}
+    with tracing.TRACER.start_as_current_span("register") as span:
+        context = contextvars.copy_context()
+    await traced_store.save_async(pool, first, second, contexts=[context, None])
+    assert not first.pending_events and not second.pending_events
+    assert REGISTRY.get_sample_value("petitions_events_appended_total", labels) == before + 2
+    for case_id, events in expected.items():
+        assert [vars(e) for e in traced_store.history(case_id)] == events
+        assert await pool.fetchval("SELECT count(*) FROM cases_events WHERE originator_id = $1 "
+                                   "AND chain_hash IS NOT NULL", case_id) == 1
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    assert _traceparent_ids(await _stored_traceparent(pool, first.id, 1))[0] == trace_id
+    assert await _stored_traceparent(pool, second.id, 1) is None
+
+    stale, winner = traced_store.get(first.id), traced_store.get(first.id)
+    for case in (stale, winner):
+        case.route_to_unit(unit_id="land-330106", unit_name="国土", rule_id="r1",
+                           rule_set_version="1", explanation="land", actor=ROUTER,
+                           at=datetime.now(UTC))
+    await traced_store.save_async(pool, winner)
+    with pytest.raises(IntegrityError):
+        await traced_store.save_async(pool, stale)
+    assert [type(e).__name__ for e in stale.pending_events] == ["RoutedToUnit"]
+    assert len(traced_store.history(first.id)) == 2
