@@ -1,6 +1,7 @@
-"""The case event store: eventsourcing's PostgreSQL recorder behind a small, synchronous API.
+"""The case event store: eventsourcing's PostgreSQL recorder behind a small API.
 
-eventsourcing is synchronous (psycopg 3); async callers use `asyncio.to_thread`.
+eventsourcing is synchronous (psycopg 3); async callers use `asyncio.to_thread`, except for
+the appends made under load, which call the append function over asyncpg (`save_async`).
 Every append locks the events table for its transaction, which makes commit order equal
 notification-id order, so readers tailing the log never skip an event; the append is one call
 of a database function (migrations 8 and 10) that takes that lock itself. Do not enable
@@ -24,10 +25,10 @@ from eventsourcing.application import (
 )
 from eventsourcing.persistence import (
     IntegrityError,
-    Recording,
     InterfaceError,
     Mapper,
     OperationalError,
+    Recording,
     StoredEvent,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
