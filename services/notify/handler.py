@@ -54,13 +54,6 @@ log = logging.getLogger(__name__)
 EventRow = tuple[str, int, str, dict[str, Any]]
 
 
-# A batch of up to this many events is planned on the event loop (a few milliseconds at
-# most); a larger one in a thread, so that sends and acks go on meanwhile. Handing a small
-# batch to a thread cost more than planning it: the thread waits for the interpreter lock
-# while the loop runs, and the batch's deliveries wait for both.
-PLAN_INLINE_MAX = 16
-
-
 @dataclass(frozen=True)
 class Planned:
     facts: CaseFacts
@@ -145,10 +138,7 @@ class Notifier:
         Returns the created deliveries and the events that failed, by index."""
         records = await self.repo.pool.fetch(
             HISTORIES_SQL, list(dict.fromkeys(case_id for case_id, _, _ in events)))
-        if len(events) <= PLAN_INLINE_MAX:
-            planned, aggregates = self._plan_events(records, events)
-        else:
-            planned, aggregates = await asyncio.to_thread(self._plan_events, records, events)
+        planned, aggregates = self._plan_events(records, events)
         for aggregate in aggregates:
             self.recorder.remember(aggregate)
         failed = {i: p for i, p in enumerate(planned) if isinstance(p, BaseException)}
@@ -178,7 +168,12 @@ class Notifier:
                      events: Sequence[tuple[UUID, int, Context | None]]
                      ) -> tuple[list[Planned | Refused | BaseException | None], list[Case]]:
         """The cases decoded and folded, each event planned (its documents rendered). A
-        failure of one event is that event's alone."""
+        failure of one event is that event's alone.
+
+        On the event loop, whatever the batch's size (a fetch of 256 plans in tens of
+        milliseconds): in a thread, planning waited for the interpreter lock while the loop
+        ran, and sends, acks and recording waited for both; at 1,000 notices a second that
+        put p99 from the commit to the receiver at 0.6-2.3 s, against 0.2-0.27 s here."""
         cases = self._decode_cases(records)
         out: list[Planned | Refused | BaseException | None] = []
         for case_id, version, _ in events:

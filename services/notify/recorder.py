@@ -45,8 +45,6 @@ _STALE_HISTORIES = (
 
 # Tries of a whole batch in one transaction before its outcomes are appended one by one.
 BATCH_ATTEMPTS = 3
-# Outcomes applied to their cases on the event loop; a larger batch is applied in a thread.
-APPLY_INLINE_MAX = 16
 
 
 def guarded(command: Command) -> Command:
@@ -148,10 +146,8 @@ class CaseRecorder:
                 if self.pool is None:
                     await asyncio.to_thread(self._write, items, current, records)
                     return
-                # a small batch is applied on the loop, a large one in a thread (as planning)
-                cases, contexts = (self._apply(items, current, records)
-                                   if len(items) <= APPLY_INLINE_MAX else
-                                   await asyncio.to_thread(self._apply, items, current, records))
+                # on the loop, as planning (see Notifier._plan_events)
+                cases, contexts = self._apply(items, current, records)
                 await self.store.save_async(self.pool, *cases, contexts=contexts)
                 self.transactions += 1
                 return

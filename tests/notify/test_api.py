@@ -151,9 +151,14 @@ async def test_dead_letters_are_listed_and_replayed_by_an_administrator(
     await notifier.handle_event(case.id, 2)
     await wait_until(lambda: "NoticeDeadLettered" in history_types(notify_store, case.id))
     admin = bearer(tokens["province_admin"])
-    items = (await api.get("/v1/dead-letters", headers=admin,
-                           params={"division": "330106"})).json()["items"]
-    mine = [i for i in items if i["case_id"] == str(case.id)]
+
+    async def listed() -> list:
+        # the delivery row is settled just after the case records the dead letter
+        items = (await api.get("/v1/dead-letters", headers=admin,
+                               params={"division": "330106"})).json()["items"]
+        return [i for i in items if i["case_id"] == str(case.id)]
+
+    mine = await wait_until(listed)
     assert len(mine) == 1 and mine[0]["attempts"] == 3
     assert (await api.get("/v1/dead-letters", headers=bearer(
         tokens["county_330106_supervisor"]))).status_code == 403
