@@ -612,14 +612,19 @@ def main(argv: list[str]) -> int:
             token = bearer_token()
             receiver, receiver_port = stack.receiver()
             exits.callback(stop_process, receiver)
-            phase("intake", phase_intake, stack, args, token, receiver_port, out)
-            phase("alone", phase_intake_alone, stack, args, token, out)
-            phase("baseline", phase_baseline, stack, args, out)
-            phase("e2e", phase_e2e, stack, args, token, receiver_port, out)
-            phase("projection", phase_projection, stack, args, out)
-            phase("audit", phase_measurements, "audit", stack, out)
-            phase("timers", phase_measurements, "timers", stack, out)
-            phase("notify", phase_notify, args, out)
+            settle_s = out.setdefault("settle_s", {})
+            for name, fn, *a in (
+                    ("intake", phase_intake, stack, args, token, receiver_port, out),
+                    ("alone", phase_intake_alone, stack, args, token, out),
+                    ("baseline", phase_baseline, stack, args, out),
+                    ("e2e", phase_e2e, stack, args, token, receiver_port, out),
+                    ("projection", phase_projection, stack, args, out),
+                    ("audit", phase_measurements, "audit", stack, out),
+                    ("timers", phase_measurements, "timers", stack, out),
+                    ("notify", phase_notify, args, out)):
+                if name in args.only:
+                    settle_s[name] = round(stack.quiesce(), 1)
+                phase(name, fn, *a)
         except KeyboardInterrupt:
             interrupted = True
             log("interrupted; stopping everything this run started")
@@ -630,6 +635,9 @@ def main(argv: list[str]) -> int:
         finally:
             log("cleaning up")
     env["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if out.get("settle_s"):
+        env["settled before each phase (earlier phases' databases dropped, autovacuum done, "
+            "checkpoint)"] = ", ".join(f"{k} {v} s" for k, v in out["settle_s"].items())
     rows = build_rows(out)
     print()
     print(report.plain_table(rows))

@@ -51,6 +51,7 @@ class Stack:
         self.infra: Infrastructure = exits.enter_context(infrastructure(self.data_dir))
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.streams: dict[str, str] = {}
+        self._databases: list[str] = []
 
     # ------------------------------------------------------------------ databases, streams
 
@@ -60,9 +61,29 @@ class Stack:
         with psycopg.connect(self.infra.postgres_dsn, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         self.exits.callback(self._drop_database, name)
+        self._databases.append(name)
         dsn = as_uri(self.infra.postgres_dsn, name)
         migrate(dsn)
         return dsn
+
+    def quiesce(self, timeout: float = 60.0) -> float:
+        """Between phases: drop the databases of the phases done, let autovacuum finish and
+        checkpoint, so that no phase's leftovers (vacuuming a million timers, flushing the
+        pages of a rebuild) take CPU and disk from the next one's measurement. Returns the
+        seconds it took."""
+        started = time.monotonic()
+        while self._databases:
+            self._drop_database(self._databases.pop())
+        try:
+            with psycopg.connect(self.infra.postgres_dsn, autocommit=True) as conn:
+                while time.monotonic() - started < timeout and conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE backend_type = 'autovacuum worker'").fetchone()[0]:
+                    time.sleep(0.5)
+                conn.execute("CHECKPOINT")
+        except Exception as exc:  # a server that is not ours may refuse CHECKPOINT
+            log(f"could not settle the server between phases: {exc}")
+        return time.monotonic() - started
 
     def _drop_database(self, name: str) -> None:
         try:
