@@ -51,7 +51,7 @@ class Stack:
         self.infra: Infrastructure = exits.enter_context(infrastructure(self.data_dir))
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.streams: dict[str, str] = {}
-        self._databases: list[str] = []
+        self._databases: dict[str, str] = {}  # name -> dsn, of databases not dropped yet
 
     # ------------------------------------------------------------------ databases, streams
 
@@ -61,19 +61,21 @@ class Stack:
         with psycopg.connect(self.infra.postgres_dsn, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         self.exits.callback(self._drop_database, name)
-        self._databases.append(name)
         dsn = as_uri(self.infra.postgres_dsn, name)
+        self._databases[name] = dsn
         migrate(dsn)
         return dsn
 
-    def quiesce(self, timeout: float = 60.0) -> float:
-        """Between phases: drop the databases of the phases done, let autovacuum finish and
-        checkpoint, so that no phase's leftovers (vacuuming a million timers, flushing the
-        pages of a rebuild) take CPU and disk from the next one's measurement. Returns the
-        seconds it took."""
+    def quiesce(self, keep: tuple[str | None, ...] = (), timeout: float = 60.0) -> float:
+        """Between phases: drop the databases of the phases done (except those in `keep`, a
+        later phase's), let autovacuum finish and checkpoint, so that no phase's leftovers
+        (vacuuming a million timers, flushing the pages of a rebuild) take CPU and disk from
+        the next one's measurement. Returns the seconds it took."""
         started = time.monotonic()
-        while self._databases:
-            self._drop_database(self._databases.pop())
+        for name, dsn in list(self._databases.items()):
+            if dsn not in keep:
+                del self._databases[name]
+                self._drop_database(name)
         try:
             with psycopg.connect(self.infra.postgres_dsn, autocommit=True) as conn:
                 while time.monotonic() - started < timeout and conn.execute(
