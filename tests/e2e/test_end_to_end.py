@@ -144,11 +144,25 @@ def test_listing_is_paginated_and_filtered(as_):
 ])
 def test_bad_petitions_are_refused_and_write_nothing(as_, body, status):
     clerk = as_("county_330106_clerk")
-    before = clerk.get("/v1/cases", params={"page_size": 200}).json()["items"]
+    before = settled_list(clerk)
     r = clerk.post("/v1/petitions", json=body)
     assert r.status_code == status
-    after = clerk.get("/v1/cases", params={"page_size": 200}).json()["items"]
-    assert len(after) == len(before)
+    assert [c["case_id"] for c in settled_list(clerk)] == [c["case_id"] for c in before]
+
+
+def settled_list(clerk) -> list[dict[str, Any]]:
+    """The county's case list once the read model has caught up with earlier tests' cases
+    (the projector applies commits a moment after them): the same ids twice, 0.5 s apart."""
+    def read() -> list[dict[str, Any]]:
+        return clerk.get("/v1/cases", params={"page_size": 200}).json()["items"]
+
+    def same_twice() -> tuple[list[dict[str, Any]]] | None:  # a tuple: an empty list counts
+        first = read()
+        time.sleep(0.5)
+        second = read()
+        return (second,) if [c["case_id"] for c in first] == [c["case_id"] for c in second] \
+            else None
+    return wait_for(same_twice)[0]
 
 
 def test_transport_level_refusals(as_):

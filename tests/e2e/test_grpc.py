@@ -58,8 +58,9 @@ def test_grpc_petition_goes_through_every_service(system, stub, tokens, webhook_
     events = client.ListCaseEvents(intake_pb2.ListCaseEventsRequest(case_id=created.case_id))
     assert {e.type for e in events.events} >= {
         "Registered", "RoutedToUnit", "ClockStarted", "NoticeDelivered"}
-    listed = client.ListCases(intake_pb2.ListCasesRequest(division="330102", page_size=50))
-    assert created.case_id in {c.case_id for c in listed.cases}
+    # the read model follows the log a moment later
+    assert wait_for(lambda: created.case_id in {c.case_id for c in client.ListCases(
+        intake_pb2.ListCasesRequest(division="330102", page_size=50)).cases})
 
 
 def test_grpc_registers_representatives_and_a_joint_contact(system, stub, tokens):

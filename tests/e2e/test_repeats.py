@@ -18,8 +18,12 @@ def clerk(system, tokens):
 
 
 def projected(clerk, case_id):
-    return wait_for(lambda: clerk.get(f"/v1/cases/{case_id}").json().get("unit") and
-                    clerk.get("/v1/cases", params={"page_size": 200}).json()["items"])
+    """The case routed, and in the read model a new petition is screened against (the case
+    list shows it): the projector lets commits gather briefly before it applies them."""
+    def listed() -> bool:
+        items = clerk.get("/v1/cases", params={"page_size": 200}).json()["items"]
+        return any(i["case_id"] == case_id for i in items)
+    return wait_for(lambda: clerk.get(f"/v1/cases/{case_id}").json().get("unit") and listed())
 
 
 def test_the_same_petitioner_on_the_same_matter_is_linked_as_a_repeat(clerk):

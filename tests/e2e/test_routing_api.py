@@ -57,8 +57,9 @@ def test_a_case_transferred_between_counties_is_seen_by_both_and_routed_again(sy
         assert case["unit"]["unit_id"] == "land-330108"
         assert case["division"] == "330108"
         assert a_clerk.get(f"/v1/cases/{case_id}").status_code == 200  # both keep it
-        assert case_id in {c["case_id"] for c in b_clerk.get(
-            "/v1/cases", params={"page_size": 200}).json()["items"]}
+        # the read model follows the log a moment later
+        assert wait_for(lambda: case_id in {c["case_id"] for c in b_clerk.get(
+            "/v1/cases", params={"page_size": 200}).json()["items"]})
 
 
 def test_manual_reassignment_respects_the_accused_unit(system, tokens):
