@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
@@ -210,12 +209,11 @@ async def decide_and_append(
         pool: asyncpg.Pool, store: CaseStore, service: str, deliveries: Sequence[Delivery],
         decide: Callable[[dict[UUID, list[Any]]],
                          tuple[dict[UUID, Any], dict[UUID, BaseException]]],
-        append: Callable[[dict[UUID, Any], dict[UUID, contextvars.Context]],
-                         Awaitable[None] | None],
+        append: Callable[[dict[UUID, Any], dict[UUID, contextvars.Context]], Awaitable[None]],
         attempts: int = 20) -> tuple[dict[UUID, Any], dict[int, BaseException]]:
     """The batch's cases read in one query, decided (`decide`, in a thread) and appended in
-    one transaction (`append`, awaited when it is a coroutine function, else in a thread; each
-    case in the context of its first message).
+    one transaction (`append`, e.g. `CaseStore.save_async`, each case in the context of its
+    first message).
     The few cases another writer appended to meanwhile are decided again first; a write
     conflict all the same stores nothing, and the batch is decided again on fresh state.
     Returns what was decided and appended, and the failures by delivery (every delivery
@@ -228,10 +226,7 @@ async def decide_and_append(
         decided, failed = await decide_fresh(pool, store, service, histories, decided, failed,
                                              decide)
         try:
-            if inspect.iscoroutinefunction(append):
-                await append(decided, contexts)
-            else:
-                await asyncio.to_thread(append, decided, contexts)
+            await append(decided, contexts)
         except IntegrityError:
             CONFLICTS.labels(service).inc()
             await asyncio.sleep(min(0.002 * 2 ** attempt, 0.2))

@@ -10,6 +10,7 @@ import asyncpg
 from petitions.infra.events import Decoder, EventDecoder, LoggedEvent
 from petitions.infra.pools import holds_session_state
 from petitions.infra.store import EVENTS_TABLE, TRACE_CONTEXT_TABLE
+from petitions.infra.unflushed import UNFLUSHED
 
 
 
@@ -83,11 +84,9 @@ _SET = ("INSERT INTO log_positions (reader, position) VALUES ($1, $2) "
 # A position lost in a crash is read again from the one before: what was published after it
 # is published again, and the bus drops the repeats (Nats-Msg-Id). Not waiting for the disk
 # spares a WAL flush per relayed batch, flushes that queued with the appends' own (their
-# commits hold the event table's lock until flushed). The setting is local to this statement's
-# transaction; the row source makes the server run it.
+# commits hold the event table's lock until flushed).
 _SET_UNFLUSHED = (
-    "INSERT INTO log_positions (reader, position) "
-    "SELECT $1, $2 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unflushed "
+    f"INSERT INTO log_positions (reader, position) SELECT $1, $2 FROM {UNFLUSHED} "
     "ON CONFLICT (reader) DO UPDATE SET position = EXCLUDED.position, updated_at = now()")
 
 

@@ -38,6 +38,7 @@ from petitions.infra.events import (
 )
 from petitions.infra.pools import holds_session_state
 from petitions.infra.store import EVENTS_TABLE
+from petitions.infra.unflushed import UNFLUSHED
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +197,7 @@ class CaseSummaryProjection:
 # The batch's commit does not wait for the disk: a batch lost in a crash, its rows and the
 # position with them, is applied again from the log. The wait was a WAL flush per batch,
 # queued with the appends' own (theirs hold the event table's lock until flushed).
-_LOCK_UNFLUSHED = ("SELECT pg_try_advisory_xact_lock($1) "
-                   "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unflushed")
+_LOCK_UNFLUSHED = f"SELECT pg_try_advisory_xact_lock($1) FROM {UNFLUSHED}"
 
 UPSERT = """
 INSERT INTO case_summaries (case_id, case_number, division, status, category, channel, unit_id,

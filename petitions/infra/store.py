@@ -70,6 +70,21 @@ class ConcurrencyConflict(Exception):
     """Another writer kept appending to the same case; the command gave up after retries."""
 
 
+# `cases_append`'s arguments (migration 10): the events as four columns, their trace context
+# as three, and the lock timeout in seconds.
+APPEND_ARGUMENTS = ("uuid[]", "bigint[]", "text[]", "bytea[]",
+                    "uuid[]", "bigint[]", "text[]", "int")
+
+
+def append_arguments(stored_events: Sequence[StoredEvent],
+                     trace_rows: Sequence[tuple[UUID, int, str]],
+                     lock_timeout: int) -> tuple[Any, ...]:
+    """The values of `APPEND_ARGUMENTS` for these events, whichever driver sends them."""
+    return (*as_columns([(e.originator_id, e.originator_version, e.topic, e.state)
+                         for e in stored_events], 4),
+            *as_columns(trace_rows, 3), lock_timeout)
+
+
 class TraceContextRecorder(PostgresApplicationRecorder):
     """eventsourcing's recorder, also writing the trace context of the events it inserts
     (`trace_context_rows`, passed to `save`) in the same transaction, before the events: a
@@ -89,9 +104,11 @@ class TraceContextRecorder(PostgresApplicationRecorder):
         self.use_append_function = False
         # The events as four arrays sent in binary (migration 10): an array of composite
         # values travels as text and cost more to send and parse than the insert itself.
+        markers = ["%b"] * 4 + ["%s"] * (len(APPEND_ARGUMENTS) - 4)
         self._append_statement = SQL(
-            "SELECT notification_id FROM {}.{}(%b::uuid[], %b::bigint[], %b::text[], "
-            "%b::bytea[], %s::uuid[], %s::bigint[], %s::text[], %s::int) AS notification_id"
+            "SELECT notification_id FROM {}.{}(" + ", ".join(
+                f"{m}::{t}" for m, t in zip(markers, APPEND_ARGUMENTS, strict=True))
+            + ") AS notification_id"
         ).format(Identifier(self.datastore.schema), Identifier(self.APPEND_FUNCTION))
 
     def insert_events(self, stored_events: Sequence[StoredEvent],
@@ -105,20 +122,18 @@ class TraceContextRecorder(PostgresApplicationRecorder):
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _append(self, stored_events: Sequence[StoredEvent],
                 trace_rows: Sequence[tuple[UUID, int, str]]) -> list[int]:
-        events = as_columns([(e.originator_id, e.originator_version, e.topic, e.state)
-                             for e in stored_events], 4)
         # Pool connections are in autocommit: this one statement is the whole transaction.
         # A duplicate (case, version) surfaces as the library's IntegrityError (callers retry).
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._append_statement,
-                         (*events, *as_columns(trace_rows, 3), self.datastore.lock_timeout),
+                         append_arguments(stored_events, trace_rows, self.datastore.lock_timeout),
                          prepare=True)
             return [row["notification_id"] for row in curs.fetchall()]
 
     def has_append_function(self) -> bool:
         """Migration 10's `cases_append` (columns) is there; without it, the library's path."""
-        signature = (f'"{self.datastore.schema}".{self.APPEND_FUNCTION}(uuid[], bigint[], '
-                     f"text[], bytea[], uuid[], bigint[], text[], int)")
+        signature = (f'"{self.datastore.schema}".{self.APPEND_FUNCTION}'
+                     f"({', '.join(APPEND_ARGUMENTS)})")
         with self.datastore.transaction(commit=False) as curs:
             curs.execute("SELECT to_regprocedure(%s) IS NOT NULL AS present", (signature,))
             row = curs.fetchone()
@@ -231,8 +246,7 @@ class CaseStore:
         events is read in its own. One case's item may also be a context per pending event,
         for events asked for on behalf of different triggers. By default, the calling context.
         """
-        pending = [(case.id, [(e.originator_version, type(e).__name__)
-                              for e in case.pending_events]) for case in cases]
+        pending = _pending(cases)
         rows = self._trace_context_rows(pending, contexts)
         # eventsourcing takes the pending events off the aggregates before it inserts them;
         # give them back when the insert fails, so that the caller can save the same
@@ -248,9 +262,7 @@ class CaseStore:
                 if not case.pending_events:
                     case.pending_events.extend(events)
             raise
-        for _, events in pending:
-            for _, event_type in events:
-                EVENTS_APPENDED.labels(self.service, event_type).inc()
+        self._count_appended(pending)
 
     async def save_async(self, pool: asyncpg.Pool, *cases: Case,
                          contexts: Sequence[SaveContext] | None = None) -> None:
@@ -261,33 +273,31 @@ class CaseStore:
         if not getattr(recorder, "use_append_function", False):
             await asyncio.to_thread(self.save, *cases, contexts=contexts)
             return
-        pending = [(case.id, [(e.originator_version, type(e).__name__)
-                              for e in case.pending_events]) for case in cases]
+        pending = _pending(cases)
         trace_rows = self._trace_context_rows(pending, contexts)
         stored = [self.mapper.to_stored_event(e) for case in cases for e in case.pending_events]
         if not stored:
             return
         try:
-            await pool.fetch(
-                self._append_sql,
-                *as_columns([(e.originator_id, e.originator_version, e.topic, e.state)
-                             for e in stored], 4),
-                *as_columns(trace_rows, 3), recorder.datastore.lock_timeout)
+            await pool.fetch(self._append_sql, *append_arguments(
+                stored, trace_rows, recorder.datastore.lock_timeout))
         except asyncpg.IntegrityConstraintViolationError as e:
             # another writer took one of the versions: the library's error, as `save` raises
             raise IntegrityError(str(e)) from e
         for case in cases:
             case.collect_events()  # saved: no longer pending
-        for _, events in pending:
-            for _, event_type in events:
-                EVENTS_APPENDED.labels(self.service, event_type).inc()
+        self._count_appended(pending)
 
     @property
     def _append_sql(self) -> str:
+        placeholders = ", ".join(f"${n}::{t}" for n, t in enumerate(APPEND_ARGUMENTS, 1))
         return (f'SELECT notification_id FROM "{self.schema}".'
-                f"{TraceContextRecorder.APPEND_FUNCTION}($1::uuid[], $2::bigint[], "
-                f"$3::text[], $4::bytea[], $5::uuid[], $6::bigint[], $7::text[], $8::int) "
-                f"AS notification_id")
+                f"{TraceContextRecorder.APPEND_FUNCTION}({placeholders}) AS notification_id")
+
+    def _count_appended(self, pending: list[tuple[UUID, list[tuple[int, str]]]]) -> None:
+        for _, events in pending:
+            for _, event_type in events:
+                EVENTS_APPENDED.labels(self.service, event_type).inc()
 
     def _trace_context_rows(self, pending: list[tuple[UUID, list[tuple[int, str]]]],
                             contexts: Sequence[SaveContext] | None,
@@ -339,3 +349,9 @@ class CaseStore:
 
     def close(self) -> None:
         self.app.close()
+
+
+def _pending(cases: Sequence[Case]) -> list[tuple[UUID, list[tuple[int, str]]]]:
+    """Each case's pending events as (version, type name)."""
+    return [(case.id, [(e.originator_version, type(e).__name__) for e in case.pending_events])
+            for case in cases]

@@ -8,9 +8,9 @@ result, and the timers upsert ignores anything computed from an older case versi
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 from uuid import UUID
 
 import asyncpg
@@ -48,7 +48,7 @@ class DeadlinesHandler:
         # Routing appends to the same new cases meanwhile: decide_and_append re-reads them.
         decided, failures = await decide_and_append(
             self.pool, self.engine.store, "deadlines", deliveries, self.engine.decide_many,
-            self._append, self.attempts)
+            functools.partial(self.engine.save_decided, self.pool), self.attempts)
         results = [result for _, result in decided.values()]
         if results:
             await timers.upsert(self.pool, [r.timers for r in results])
@@ -56,10 +56,6 @@ class DeadlinesHandler:
         if appended:
             log.debug("clocks updated", extra={"cases": len(results), "events": appended})
         return failures
-
-    async def _append(self, decided: Mapping[UUID, tuple[Any, Reconciled]],
-                      contexts: Mapping[UUID, Any]) -> None:
-        await self.engine.save_decided(self.pool, decided, contexts)
 
     async def recompute_provisional(self, concurrency: int = 4) -> dict[str, int]:
         """After a year's calendar is loaded: reconcile every case with a provisional open

@@ -8,6 +8,7 @@ from uuid import UUID
 import asyncpg
 
 from petitions.domain.matching import CLOSED_STATUSES, content_fingerprint
+from petitions.infra.unflushed import UNFLUSHED
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,12 @@ class Screening:
 # request without a key ($9 NULL) skips the log lookups outright: a plan cached while the
 # log was small may scan it, and that scan grows with the log.
 #
-# The statement commits without waiting for the WAL flush (`unflushed`): the number it takes
+# The statement commits without waiting for the WAL flush (`UNFLUSHED`): the number it takes
 # is a row lock on the county's counter, held until commit, so every registration of a county
 # waited for the flushes of all before it. A crash can lose only numbers that no stored case
 # holds: the case is appended after this commit, and that append's flush covers every earlier
 # WAL record, this one included.
-SCREEN_SQL = """
+SCREEN_SQL = f"""
 WITH earlier AS (
     SELECT 1 FROM cases_events WHERE $9::uuid IS NOT NULL AND originator_id = $9::uuid
     UNION ALL SELECT 1 FROM registration_links WHERE request_id = $9::uuid
@@ -79,7 +80,7 @@ SELECT $9::uuid IS NOT NULL
        l.case_id AS link_case_id, l.kind AS link_kind, l.submission_digest AS link_digest,
        (SELECT case_id FROM repeat) AS repeat, (SELECT case_id FROM duplicate) AS duplicate,
        (SELECT case_id FROM terminated) AS terminated, (SELECT last_seq FROM number) AS seq
-  FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unflushed
+  FROM {UNFLUSHED}
   LEFT JOIN registration_links l ON l.request_id = $9::uuid
 """
 

@@ -58,7 +58,7 @@ def guarded(command: Command) -> Command:
 
 
 class CaseRecorder:
-    def __init__(self, store: CaseStore, settle: Settle, *, pool: asyncpg.Pool | None = None,
+    def __init__(self, store: CaseStore, settle: Settle, *, pool: asyncpg.Pool,
                  max_batch: int = 256, cache_size: int = 4096, linger: float = 0.02) -> None:
         self.store = store
         self.settle = settle
@@ -89,13 +89,9 @@ class CaseRecorder:
         """The batch's cases as notify last saw them where nobody has appended since, and the
         stored events of the others, in one query (another service appending between the
         planning and the recording is the rule, not the exception: the deadline clock starts
-        on the same event that a notice is sent for). Without a pool, ({}, []): `_write`
-        loads each case by itself."""
-        if self.pool is None:
-            return {}, []
-        cached = {i: self._cache.pop(i) for i in ids if i in self._cache}
-        if not use_cache:
-            cached = {}  # a batch read again after a conflict: its cases are read afresh
+        on the same event that a notice is sent for). Without `use_cache` (a batch read
+        again after a conflict) every case is read afresh."""
+        cached = {i: self._cache.pop(i) for i in ids if i in self._cache} if use_cache else {}
         records = await self.pool.fetch(
             _STALE_HISTORIES, ids, [cached[i].version if i in cached else None for i in ids])
         stale = {r["originator_id"] for r in records}
@@ -143,9 +139,6 @@ class CaseRecorder:
         for _ in range(BATCH_ATTEMPTS):
             current, records = await self._stale_histories(ids, use_cache)
             try:
-                if self.pool is None:
-                    await asyncio.to_thread(self._write, items, current, records)
-                    return
                 # on the loop, as planning (see Notifier._plan_events)
                 cases, contexts = self._apply(items, current, records)
                 await self.store.save_async(self.pool, *cases, contexts=contexts)
@@ -156,17 +149,11 @@ class CaseRecorder:
                 use_cache = False
         await asyncio.to_thread(self._write_each, items)
 
-    def _write(self, items: list[tuple[UUID, Command, contextvars.Context]],
-               current: dict[UUID, Case], records: list[Any]) -> None:
-        cases, contexts = self._apply(items, current, records)
-        self.store.save(*cases, contexts=contexts)
-        self.transactions += 1
-
     def _apply(self, items: list[tuple[UUID, Command, contextvars.Context]],
                current: dict[UUID, Case], records: list[Any]
                ) -> tuple[list[Case], list[list[contextvars.Context | None]]]:
-        """The batch's commands applied to its cases (as held, as read, or else loaded),
-        and per case the context of each event they appended."""
+        """The batch's commands applied to its cases (as held, or as read), and per case the
+        context of each event they appended."""
         by_case: dict[UUID, list[tuple[Command, contextvars.Context]]] = {}
         for case_id, command, context in items:
             by_case.setdefault(case_id, []).append((guarded(command), context))
@@ -175,8 +162,6 @@ class CaseRecorder:
         cases, contexts = [], []
         for case_id, commands in by_case.items():
             case = current.get(case_id) or read.get(case_id)
-            if case is None and self.pool is None:
-                case = self.store.get(case_id)
             if case is None:
                 continue  # no such case
             # each event appended in the context of the outcome it records (its trace)

@@ -77,7 +77,7 @@ async def test_each_outcome_is_appended_in_its_own_trace(traced_store, notify_st
             notify_store.update(case_in_batch.id, delivered("housing-330106"))
         delivered("land-330106")(case_in_batch)
 
-    recorder = CaseRecorder(traced_store, settle_nothing, linger=0.2)
+    recorder = CaseRecorder(traced_store, settle_nothing, pool=notify_pool, linger=0.2)
     recorder.start()
     try:
         await asyncio.gather(record_in(recorder, in_trace(first), case.id, racing),
