@@ -15,8 +15,8 @@ What it does, all on loopback and all removed at the end:
      noted when the store's transaction returns); each makes one signed assignment slip to the
      lead unit's webhook;
   5. measured: deliveries per second (first commit to last arrival), latency from each event's
-     commit to its arrival at the receiver (p50, p99), and when the outcome is recorded on
-     every case; baseline (same run, same receiver): signed POSTs straight from one asyncio
+     commit to its arrival at the receiver (p50, p99) and where it goes (into the stream, the
+     plan stored, the send), and when the outcome is recorded on every case; baseline (same run, same receiver): signed POSTs straight from one asyncio
      client with no store, bus or bookkeeping.
 
 `run(...)` returns rows {what, measured, baseline, target}; `main` prints them.
@@ -260,6 +260,9 @@ def run(rate: float = 1000.0, duration: float = 5.0, *, data_dir: Path | None = 
         recorded_at = _wait_recorded(dsn, n, deadline)
         stats = _get_json(receiver_port, "/stats")
         cpu = sum(_cpu_seconds(n.proc.pid) for n in notifies) - cpu_before
+        published = asyncio.run(_published_at(infra.nats_url, stream,
+                                               f"nbench{run_id}.case.RoutedToUnit", n))
+        planned = _planned_at(dsn)
 
     latencies = [(arrivals[c] - t) * 1000 for c, t in commits.items() if c in arrivals]
     first_commit = min(commits.values())
@@ -269,7 +272,8 @@ def run(rate: float = 1000.0, duration: float = 5.0, *, data_dir: Path | None = 
     recorded_rate = n / max(1e-9, recorded_at - first_commit) if recorded_at else 0.0
     rows = [
         {"what": "notify: webhook deliveries/s (offered "
-                 f"{offered:.0f}/s, {n} events)", "measured": round(throughput, 1),
+                 f"{offered:.0f}/s, {n} events, {replicas} "
+                 f"replica{'s' if replicas > 1 else ''})", "measured": round(throughput, 1),
          "baseline": f"{baseline:.0f}/s signed POSTs straight to the receiver",
          "target": ">= 1000", "met": throughput >= 1000},
         {"what": "notify: commit -> receiver p50 (ms)", "measured": round(_pct(latencies, 50), 1),
@@ -282,11 +286,59 @@ def run(rate: float = 1000.0, duration: float = 5.0, *, data_dir: Path | None = 
                  + (f"; {replicas} replicas together" if replicas > 1 else ""),
          "measured": round(cpu * 1000 / max(1, len(latencies)), 2), "baseline": None,
          "target": "<= 1 (one core for 1000/s)"},
+        *_stage_rows(commits, published, planned, arrivals),
         {"what": "notify: receiver posts / distinct keys / cases delivered",
          "measured": f"{stats['posts']} / {stats['keys']} / {len(latencies)} of {n}",
          "baseline": None, "target": f"{n} / {n} / {n}"},
     ]
     return rows
+
+
+def _stage_rows(commits: dict[str, float], published: dict[str, float],
+                planned: dict[str, float], arrivals: dict[str, float]) -> list[dict[str, Any]]:
+    """Where the time from commit to receiver goes, p50 / p99 of each stage (ms): the relay
+    (commit -> in the stream), the consumer (-> the plan's transaction began), the send (->
+    the receiver)."""
+    marks = [("commit -> in the stream", commits, published),
+             ("in the stream -> plan stored", published, planned),
+             ("plan stored -> receiver", planned, arrivals)]
+    rows = []
+    for what, start, end in marks:
+        spans = [(end[c] - start[c]) * 1000 for c in commits if c in start and c in end]
+        rows.append({"what": f"notify: stage {what} p50 / p99 (ms)",
+                     "measured": f"{_pct(spans, 50):.1f} / {_pct(spans, 99):.1f}",
+                     "baseline": None, "target": None})
+    return rows
+
+
+async def _published_at(url: str, stream: str, subject: str, n: int) -> dict[str, float]:
+    """When JetStream stored each case's RoutedToUnit (the message's stream timestamp)."""
+    import nats
+
+    nc = await nats.connect(url)
+    out: dict[str, float] = {}
+    try:
+        sub = await nc.jetstream().subscribe(subject, stream=stream, ordered_consumer=True)
+        while len(out) < n:
+            try:
+                msg = await sub.next_msg(timeout=5)
+            except Exception:
+                break
+            body = json.loads(msg.data)
+            out[str(body["case_id"])] = msg.metadata.timestamp.timestamp()
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return out
+
+
+def _planned_at(dsn: str) -> dict[str, float]:
+    """When each case's delivery row was stored (the plan's transaction start)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return {str(case): float(at) for case, at in conn.execute(
+            "SELECT case_id, extract(epoch FROM created_at) FROM deliveries")}
 
 
 async def _delete_stream(url: str, stream: str) -> None:

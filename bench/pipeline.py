@@ -22,9 +22,12 @@ from bench.load import percentile
 async def jetstream_hop(nats_url: str, stream: str, prefix: str, rate: float,
                         duration: float) -> dict[str, Any]:
     """Publish at a fixed rate (awaiting each PubAck, as the relay does) and receive with a
-    durable pull consumer using fetch(64, timeout=1) and explicit acks (as the services do)."""
+    durable pull consumer fetching up to 64 as soon as there is one (`Puller`) with explicit
+    acks (as the services do)."""
     import nats
     from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+
+    from petitions.infra.pull import Puller
 
     nc = await nats.connect(nats_url, connect_timeout=3)
     js = nc.jetstream()
@@ -34,16 +37,13 @@ async def jetstream_hop(nats_url: str, stream: str, prefix: str, rate: float,
         await js.add_consumer(stream, ConsumerConfig(durable_name="hop",
                                                      ack_policy=AckPolicy.EXPLICIT,
                                                      max_ack_pending=1000))
-        sub = await js.pull_subscribe_bind("hop", stream=stream)
+        puller = await Puller(nc, stream, "hop").start()
         total = int(rate * duration)
         done = asyncio.Event()
 
         async def consume() -> None:
             while len(latencies) < total and not done.is_set():
-                try:
-                    msgs = await sub.fetch(64, timeout=1.0)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
+                msgs = await puller.fetch(64, wait=1.0)
                 now = time.perf_counter()
                 for m in msgs:
                     latencies.append(now - float(m.data))

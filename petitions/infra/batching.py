@@ -26,6 +26,7 @@ from petitions.infra import tracing
 from petitions.infra.bus import BusMessage, Consumer, retry_delay
 from petitions.infra.logs import case_bound
 from petitions.infra.metrics import MESSAGES_HANDLED
+from petitions.infra.pull import Puller
 from petitions.infra.store import EVENTS_TABLE, CaseStore, ConcurrencyConflict, project
 
 log = logging.getLogger(__name__)
@@ -79,19 +80,19 @@ class BatchConsumer(Consumer):
         # batch: fewer, larger transactions, for a consumer that is not in a hurry.
         self.linger = linger
 
-    async def _pull(self, sub: Any, stopping: asyncio.Event) -> None:
+    async def _pull(self, puller: Puller, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
-            msgs = await self._fetch(sub)
+            msgs = await self._fetch(puller)
             if not msgs:
                 continue
             if self.linger and len(msgs) < self.batch:
-                msgs += await self._more(sub, self.batch - len(msgs))
+                msgs += await self._more(puller, self.batch - len(msgs))
             await self._handle_batch(msgs)
 
-    async def _more(self, sub: Any, n: int) -> list[Any]:
+    async def _more(self, puller: Puller, n: int) -> list[Any]:
         await asyncio.sleep(self.linger)
         try:
-            return list(await sub.fetch(n, timeout=0.05))
+            return await puller.fetch(n, wait=0.05)
         except Exception:  # nothing more arrived (or a blip): go on with what we have
             return []
 

@@ -19,6 +19,7 @@ from nats.js.errors import NotFoundError
 from petitions.infra import jsoncodec, tracing
 from petitions.infra.logs import case_bound
 from petitions.infra.metrics import MESSAGES_HANDLED
+from petitions.infra.pull import Puller
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ class Consumer:
         self.batch = batch
         self.handled = 0
 
-    async def _subscribe(self) -> Any:
+    async def _subscribe(self) -> Puller:
         config = ConsumerConfig(
             durable_name=self.durable,
             ack_policy=AckPolicy.EXPLICIT,
@@ -182,32 +183,31 @@ class Consumer:
         )
         return await self._bind(config)
 
-    async def _bind(self, config: ConsumerConfig) -> Any:
+    async def _bind(self, config: ConsumerConfig) -> Puller:
         try:
             await self.bus.js.consumer_info(self.bus.stream, self.durable)
         except NotFoundError:
             await self.bus.js.add_consumer(self.bus.stream, config)
-        return await self.bus.js.pull_subscribe_bind(self.durable, stream=self.bus.stream)
+        return await Puller(self.bus.nc, self.bus.stream, self.durable).start()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        sub = await self._subscribe()
+        puller = await self._subscribe()
         try:
-            await self._pull(sub, stopping)
+            await self._pull(puller, stopping)
         finally:
             # Unacked messages go back to the stream for the next consumer instance.
-            await sub.unsubscribe()
+            await puller.stop()
 
-    async def _pull(self, sub: Any, stopping: asyncio.Event) -> None:
+    async def _pull(self, puller: Puller, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
-            msgs = await self._fetch(sub)
+            msgs = await self._fetch(puller)
             await asyncio.gather(*(self._handle(m) for m in msgs))
 
-    async def _fetch(self, sub: Any) -> list[Any]:
-        """The next messages, up to a batch; none when nothing came within a second."""
+    async def _fetch(self, puller: Puller) -> list[Any]:
+        """The next messages, up to a batch, as soon as there is one; none when nothing came
+        within a second."""
         try:
-            return list(await sub.fetch(self.batch, timeout=1.0))
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
+            return await puller.fetch(self.batch, wait=1.0)
         except Exception:  # connection trouble: the client reconnects by itself
             log.warning("fetch failed; retrying", exc_info=True)
             await asyncio.sleep(0.5)
