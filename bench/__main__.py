@@ -339,7 +339,7 @@ def phase_notify(args: argparse.Namespace, out: dict[str, Any]) -> None:
     log("phase: notify, one replica (diagnostic)")
     alone = notify_bench.run(rate=args.notify_rate, duration=args.notify_duration, replicas=1)
     rows += [{**r, "what": r["what"].replace("notify:", "notify, one replica (diagnostic):"),
-              "target": None} for r in alone if _one_replica_row(r["what"])]
+              "target": None, "met": None} for r in alone if _one_replica_row(r["what"])]
     out.setdefault("measurement_rows", []).extend(
         {**r, "baseline": r.get("baseline") or "—", "target": r.get("target") or "—"}
         for r in rows)
