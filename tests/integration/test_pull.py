@@ -120,4 +120,6 @@ async def test_a_consumer_that_is_gone_gives_nothing_and_says_so(bus, caplog):
         await bus.js.delete_consumer(bus.stream, durable)
         with caplog.at_level("WARNING", logger="petitions.infra.pull"):
             assert await puller.fetch(10, wait=0.2) == []
-        assert any(r.getMessage() == "pull request refused" for r in caplog.records)
+        # a recent server refuses the request (a status); an older one does not answer it
+        said = {r.getMessage() for r in caplog.records if r.name == "petitions.infra.pull"}
+        assert said & {"pull request refused", "no answer to a pull request"}
