@@ -4,16 +4,21 @@ Each batch runs in one PostgreSQL transaction that claims due rows with `FOR UPD
 LOCKED` (a concurrent ticker skips them), appends the case events (a separate transaction in
 the event store), and marks the rows in the claiming transaction. A crash or cancellation
 between the append and the mark leaves the rows pending; the next tick re-claims them, finds
-the event already in the case, appends nothing, and marks them. Time comes from `now`, so
-tests move a clock instead of waiting.
+the event already in the case, appends nothing, and marks them. A case whose timers must be
+recomputed (stale rows) is recomputed only when this transaction can lock all of its timers
+without waiting; otherwise a concurrent ticker holds one, and the stale rows wait for the next
+tick (waiting could deadlock: each would hold a row the other needs). Time comes from `now`,
+so tests move a clock instead of waiting.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -60,28 +65,44 @@ class Ticker:
             rows = await timers.claim_due(conn, now, self.batch)
             if not rows:
                 return 0
-            case_ids = list({r["case_id"] for r in rows})
-            stored = await timers.load_events(conn, case_ids, self.events_table, CLOCK_TOPICS)
-            outcome = await asyncio.to_thread(self.engine.fire_batch, rows, stored, now)
-            marks = list(outcome.marks)
-            for case_id, stale_rows in outcome.stale.items():
-                # The row no longer matches the case's clock (a change whose timers were not
-                # stored yet): compute the case's timers afresh, under the same row locks;
-                # a row the case no longer needs at all is cancelled.
-                result = await asyncio.to_thread(self.engine.reconcile_case, case_id)
-                needed = set()
-                if result is not None:
-                    await timers.upsert(conn, [result.timers])
-                    needed = {(t.clock, t.kind) for t in result.timers.rows}
-                generation = result.timers.generation if result is not None else 0
-                marks += [timers.Mark(case_id, r["clock"], r["kind"], "cancelled",
-                                      max(generation, r["generation"]))
-                          for r in stale_rows if (r["clock"], r["kind"]) not in needed]
-            await timers.mark(conn, marks)
+            events = await self.work(conn, rows, now)
         report.claimed += len(rows)
-        report.events += outcome.events
+        report.events += events
         report.batches += 1
         return len(rows)
+
+    async def work(self, conn: asyncpg.Connection, rows: list[asyncpg.Record],
+                   now: datetime) -> int:
+        """Fire the claimed `rows` and mark them, in `conn`'s transaction (the one holding
+        their locks); returns the number of events appended."""
+        case_ids = list({r["case_id"] for r in rows})
+        stored = await timers.load_events(conn, case_ids, self.events_table, CLOCK_TOPICS)
+        outcome = await asyncio.to_thread(self.engine.fire_batch, rows, stored, now)
+        marks = list(outcome.marks)
+        for case_id, stale_rows in outcome.stale.items():
+            marks += await self._reconcile(conn, case_id, stale_rows)
+        await timers.mark(conn, marks)
+        return outcome.events
+
+    async def _reconcile(self, conn: asyncpg.Connection, case_id: UUID,
+                         stale_rows: list[Mapping[str, Any]]) -> list[timers.Mark]:
+        """The rows no longer match the case's clock (a change whose timers were not stored
+        yet): compute the case's timers afresh under locks on all of them; a row the case no
+        longer needs at all is cancelled. When another ticker holds one of the case's rows
+        (it claimed another of them), the stale rows stay pending for the next tick."""
+        if not await timers.lock_case_timers(conn, case_id):
+            log.info("stale timers left for the next tick: another ticker holds the case's",
+                     extra={"case_id": str(case_id)})
+            return []
+        result = await asyncio.to_thread(self.engine.reconcile_case, case_id)
+        needed = set()
+        if result is not None:
+            await timers.upsert(conn, [result.timers])
+            needed = {(t.clock, t.kind) for t in result.timers.rows}
+        generation = result.timers.generation if result is not None else 0
+        return [timers.Mark(case_id, r["clock"], r["kind"], "cancelled",
+                            max(generation, r["generation"]))
+                for r in stale_rows if (r["clock"], r["kind"]) not in needed]
 
 
 async def run_ticker(ticker: Ticker, refresh: Callable[[], object], stopping: asyncio.Event,

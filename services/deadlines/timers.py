@@ -85,6 +85,21 @@ async def upsert(db: Db, timers: Iterable[CaseTimers]) -> None:
         await db.execute(_UPSERT, *cols)
 
 
+# Locks every timer of a case that no one else holds (this transaction's own included) and
+# says whether that was all of them.
+_LOCK_CASE = """
+WITH held AS (SELECT 1 FROM deadline_timers WHERE case_id = $1 FOR UPDATE SKIP LOCKED)
+SELECT (SELECT count(*) FROM held) = (SELECT count(*) FROM deadline_timers WHERE case_id = $1)
+"""
+
+
+async def lock_case_timers(conn: asyncpg.Connection, case_id: UUID) -> bool:
+    """Lock all of a case's timers without waiting; False when another transaction holds one
+    of them (a concurrent ticker that claimed another of its due rows). Waiting instead
+    could deadlock: each ticker holds the row it claimed and would wait for the other's."""
+    return bool(await conn.fetchval(_LOCK_CASE, case_id))
+
+
 async def claim_due(conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
     """Lock and return up to `limit` pending timers due at `now`, oldest first. Must run inside
     a transaction: the locks are what keeps a concurrent ticker off these rows."""

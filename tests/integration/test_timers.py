@@ -294,8 +294,47 @@ async def test_a_stale_timer_is_recomputed_by_the_tick(store, pool, svc, clock):
     await pool.execute("UPDATE deadline_timers SET due_on = '2026-10-05', "
                        "fire_at = '2026-10-02T00:00:00+08' WHERE case_id = $1", case.id)
     clock.set("2026-10-03T00:00:00")
-    report = await svc.ticker.tick()
-    assert report.events == 0
+    assert await tick_until_none_due(svc, pool, case.id) == 0
+    states = await timer_states(pool, case.id)
+    assert states[("acceptance", "warn")] == ("pending", date(2026, 10, 13))
+
+
+async def tick_until_none_due(svc: Deadlines, pool: asyncpg.Pool, case_id: UUID) -> int:
+    """Tick until none of the case's timers is due; the events appended. The tick's two
+    workers may split a stale case's rows between them, and then both leave the case to the
+    next tick (see the test below)."""
+    events = 0
+    for _ in range(10):
+        events += (await svc.ticker.tick()).events
+        if not await pool.fetchval("SELECT count(*) FROM deadline_timers WHERE case_id = $1 "
+                                   "AND state = 'pending' AND fire_at <= $2",
+                                   case_id, svc.clock.now()):
+            return events
+    raise AssertionError("timers still due after 10 ticks")
+
+
+async def test_two_tickers_holding_stale_timers_of_one_case_neither_wait_for_the_other(
+        store, pool, svc, clock):
+    [case] = await registered(store)
+    await svc.process(case)
+    await pool.execute("UPDATE deadline_timers SET due_on = '2026-10-05', "
+                       "fire_at = '2026-10-02T00:00:00+08' WHERE case_id = $1", case.id)
+    clock.set("2026-10-03T00:00:00")
+    now = clock.now()
+    async with pool.acquire() as first, pool.acquire() as second:
+        async with first.transaction(), second.transaction():
+            # each ticker has claimed one of the case's stale rows (SKIP LOCKED split them)
+            mine, theirs = (await timers.claim_due(first, now, 1),
+                            await timers.claim_due(second, now, 1))
+            assert mine[0]["case_id"] == theirs[0]["case_id"] == case.id
+            # recomputing the case waits for no one: it is left to a later tick instead
+            # (waiting, each would hold the row the other needs: a deadlock)
+            events = await asyncio.wait_for(asyncio.gather(
+                svc.ticker.work(first, mine, now), svc.ticker.work(second, theirs, now)), 20)
+            assert events == [0, 0]
+    assert (await timer_states(pool, case.id))[("acceptance", "warn")][1] == date(2026, 10, 5)
+    # a later tick claims them together and recomputes the case
+    assert await tick_until_none_due(svc, pool, case.id) == 0
     states = await timer_states(pool, case.id)
     assert states[("acceptance", "warn")] == ("pending", date(2026, 10, 13))
 
