@@ -3,6 +3,7 @@ commands, refusals and audit reads as REST."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -287,8 +288,15 @@ def test_a_case_as_it_stood_then_over_grpc(api, audited_case, system):
     assert (first.version, first.state.case.status, first.state.lead_unit) == (
         1, "registered", "")
     assert "accept" in first.state.allowed_actions
-    now = api.intake.GetCase(intake_pb2.GetCaseRequest(case_id=audited_case),
-                             metadata=api.metadata(AUDITOR), timeout=30)
+    # GetCase reads the read model, which trails the log by the projector's gathering
+    # window: wait until it shows the reply before taking its version as the head
+    deadline = time.monotonic() + 30
+    while True:
+        now = api.intake.GetCase(intake_pb2.GetCaseRequest(case_id=audited_case),
+                                 metadata=api.metadata(AUDITOR), timeout=30)
+        if now.status == "replied" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     at_registration = as_of(at=now.registered_at)
     assert at_registration.version == 1 and at_registration.recorded_at == now.registered_at
 
