@@ -142,20 +142,6 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-def _wait_listening(port: int, timeout: float) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def _get_json(port: int, path: str) -> Any:
     import httpx
 
@@ -212,6 +198,7 @@ def run(rate: float = 1000.0, duration: float = 5.0, *, data_dir: Path | None = 
         service_env,
         start_service,
         stop_process,
+        wait_for_port,
         wait_until_ready,
     )
     from petitions.infra.dsn import as_uri
@@ -246,7 +233,7 @@ def run(rate: float = 1000.0, duration: float = 5.0, *, data_dir: Path | None = 
         exits.callback(stop_process, receiver)
 
         log(f"baseline: {n} signed POSTs straight to the receiver")
-        _wait_listening(receiver_port, timeout)
+        wait_for_port(receiver_port, timeout)
         baseline = asyncio.run(_baseline(receiver_port, n))
 
         store = CaseStore(dsn, pool_size=2, cipher_key=CommonAuthSettings().payload_encryption_key)
