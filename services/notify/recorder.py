@@ -34,10 +34,16 @@ Settle = Callable[[list[Any]], Awaitable[None]]
 
 # The stored events of each given case that has gone past the version notify holds of it
 # (NULL: holds none), in version order; the cases still at that version return nothing.
+# Each case's events are read by its own index lookup (LATERAL with ORDER BY, which the
+# planner does not flatten into a join): as a plain join, a table that has not been
+# analysed yet (a new database, the first minutes of a deployment) was planned as a hash
+# join over a scan of every stored event, once per recorded batch.
 _STALE_HISTORIES = (
     f"SELECT e.originator_id, e.originator_version, e.topic, e.state "
     f"FROM unnest($1::uuid[], $2::bigint[]) AS held(case_id, version) "
-    f"JOIN {EVENTS_TABLE} e ON e.originator_id = held.case_id "
+    f"CROSS JOIN LATERAL (SELECT originator_id, originator_version, topic, state "
+    f"  FROM {EVENTS_TABLE} WHERE originator_id = held.case_id "
+    f"  ORDER BY originator_version) e "
     f"WHERE held.version IS NULL OR EXISTS (SELECT 1 FROM {EVENTS_TABLE} n "
     f"  WHERE n.originator_id = held.case_id AND n.originator_version = held.version + 1) "
     f"ORDER BY e.originator_id, e.originator_version")
