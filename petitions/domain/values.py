@@ -61,6 +61,14 @@ def division_prefix(code: str) -> str:
     return code
 
 
+def checked_prefix(prefix: str) -> str:
+    """`prefix` when it is a division prefix (ASCII digits only, so it may be written into
+    a statement); ValueError otherwise."""
+    if not (prefix.isascii() and prefix.isdigit() and len(prefix) <= 6):
+        raise ValueError(f"not a division prefix: {prefix!r}")
+    return prefix
+
+
 def is_within(division: str, jurisdiction: str) -> bool:
     """True when `division` lies in `jurisdiction`'s subtree (a jurisdiction contains itself)."""
     return division.startswith(division_prefix(jurisdiction))

@@ -384,6 +384,17 @@ LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 END
 $fn$;
 """),
+    (11, "case listings of a city, and of a county by status, in the listing's order", """
+-- Pages of cases newest first (services/intake/queries.py, listing_query), read from an
+-- index in that order: a city's (the first four digits of the division; a city whose
+-- counties have few cases yet, as when they join the platform one by one, was otherwise
+-- found by walking every newer case of the province), and a county's work queue by status
+-- (otherwise every case of that status in the province, or every case of the county).
+CREATE INDEX IF NOT EXISTS case_summaries_city_idx
+    ON case_summaries (left(division, 4), registered_position DESC);
+CREATE INDEX IF NOT EXISTS case_summaries_division_status_idx
+    ON case_summaries (division, status, registered_position DESC);
+"""),
 ]
 
 

@@ -1,11 +1,15 @@
-"""Statements that read a batch of cases' events look them up by index whatever the planner's
+"""Statements whose cost must not grow with the size of a table.
+
+Those that read a batch of cases' events look them up by index whatever the planner's
 statistics say: on an event table that has never been analysed (a new database, a
 deployment's first minutes, autovacuum not yet round) none of them scans every stored event.
+A page of a case listing reads about a page of summaries, however many cases others have.
 The plans are read with EXPLAIN on the test's PostgreSQL, in custom and generic form (asyncpg
 prepares every statement, and PostgreSQL may switch a prepared statement to its generic
 plan)."""
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
@@ -13,7 +17,8 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
-from petitions.infra.batching import HISTORIES_SQL
+from petitions.infra.batching import HEADS_SQL, HISTORIES_SQL
+from services.intake.queries import listing_query
 from services.notify.recorder import _STALE_HISTORIES
 
 pytestmark = pytest.mark.integration
@@ -49,14 +54,48 @@ async def unanalysed(test_env) -> AsyncIterator[tuple[asyncpg.Connection, list[A
         await conn.close()
 
 
+MODES = ("force_custom_plan", "force_generic_plan")
+
+
+async def explain(conn: asyncpg.Connection, mode: str, options: str, sql: str,
+                  *args: Any) -> list[asyncpg.Record]:
+    """EXPLAIN of the statement prepared as the services' driver prepares it, run with
+    `args` under `mode` (`EXPLAIN` of a statement with bind parameters would plan it for
+    those values only, never generically)."""
+    await conn.execute(f"PREPARE probe AS {sql}")
+    try:
+        types = await conn.fetchval(
+            "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = 'probe'")
+        literals = [await conn.fetchval(f"SELECT quote_nullable($1::{t}::text) || '::{t}'", a)
+                    for t, a in zip(types, args, strict=True)]
+        await conn.execute(f"SET plan_cache_mode = {mode}")
+        return await conn.fetch(f"EXPLAIN {options} EXECUTE probe({', '.join(literals)})")
+    finally:
+        await conn.execute("RESET plan_cache_mode")
+        await conn.execute("DEALLOCATE probe")
+
+
 async def plans(conn: asyncpg.Connection, sql: str, *args: Any) -> dict[str, str]:
     """The statement's plan text, custom and generic."""
+    return {mode: "\n".join(r[0] for r in await explain(conn, mode, "", sql, *args))
+            for mode in MODES}
+
+
+async def rows_read(conn: asyncpg.Connection, sql: str, *args: Any) -> dict[str, int]:
+    """How many rows the statement's scans touched when run (those returned plus those
+    filtered out), custom and generic."""
     out = {}
-    for mode in ("force_custom_plan", "force_generic_plan"):
-        await conn.execute(f"SET plan_cache_mode = {mode}")
-        out[mode] = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
-    await conn.execute("RESET plan_cache_mode")
+    for mode in MODES:
+        rows = await explain(conn, mode, "(ANALYZE, FORMAT JSON)", sql, *args)
+        out[mode] = _scanned(json.loads(rows[0][0])[0]["Plan"])
     return out
+
+
+def _scanned(node: dict[str, Any]) -> int:
+    own = 0
+    if "Scan" in node["Node Type"]:
+        own = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
+    return own + sum(_scanned(child) for child in node.get("Plans", []))
 
 
 def assert_no_scan_of(table: str, by_mode: dict[str, str]) -> None:
@@ -74,3 +113,71 @@ async def test_the_recorders_reread_of_moved_cases_looks_each_case_up(unanalysed
 async def test_a_batch_of_histories_is_read_by_index(unanalysed) -> None:
     conn, ids = unanalysed
     assert_no_scan_of("cases_events", await plans(conn, HISTORIES_SQL, ids))
+
+
+async def test_the_heads_of_a_batch_of_cases_are_read_by_index(unanalysed) -> None:
+    conn, ids = unanalysed
+    by_mode = await plans(conn, HEADS_SQL, ids)
+    assert_no_scan_of("cases_events", by_mode)
+    heads = await conn.fetch(HEADS_SQL, ids + [uuid4()])  # one that has no events
+    assert sorted(r["originator_id"] for r in heads) == sorted(ids)
+    assert {r["head"] for r in heads} == {4}
+
+
+SUMMARIES = 20_000
+CITIES = 11  # 3301 .. 3311, each of 20 counties (..01 .. ..20)
+
+
+@pytest.fixture
+async def summaries(test_env) -> AsyncIterator[asyncpg.Connection]:
+    """A connection whose search path is a schema of its own holding a copy of the case
+    summaries (indexes included) of 20,000 cases across 220 counties, analysed."""
+    schema = f"plan_probe_{uuid4().hex[:8]}"
+    conn = await asyncpg.connect(test_env.postgres_dsn)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        await conn.execute(
+            f"CREATE TABLE {schema}.case_summaries (LIKE public.case_summaries INCLUDING ALL)")
+        await conn.execute(
+            f"INSERT INTO {schema}.case_summaries (case_id, case_number, division, status, "
+            "category, channel, registered_at, registered_position, version, summary) "
+            "SELECT md5(i::text)::uuid, 'n' || i, d, "
+            "CASE WHEN i % 10 = 0 THEN 'closed' ELSE 'accepted' END, 'appeal', 'letter', "
+            "now(), i, 1, '{}' "
+            f"FROM generate_series(1, {SUMMARIES}) i, LATERAL (SELECT '33' "
+            f"|| lpad((1 + i % {CITIES})::text, 2, '0') "
+            f"|| lpad((1 + (i / {CITIES}) % 20)::text, 2, '0') AS d) AS division")
+        await conn.execute(f"ANALYZE {schema}.case_summaries")
+        await conn.execute(f"SET search_path TO {schema}")
+        yield conn
+    finally:
+        await conn.execute("RESET search_path")
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+
+
+PAGE = 51
+
+
+@pytest.mark.parametrize("prefix, status, bound", [
+    ("339901", None, 2 * PAGE),                # a county with no cases yet
+    ("3399", None, 2 * PAGE),                  # a city with none yet
+    ("330305", None, 2 * PAGE + 100),          # a county's page (its ~90 cases at most)
+    ("330305", "closed", 2 * PAGE + 100),      # ... of one status
+    # a city has a share of the province's cases: its page lies within its newest few pages
+    ("3303", "closed", 2 * PAGE * CITIES),
+    ("3303", None, 2 * PAGE * CITIES),
+    ("33", None, 2 * PAGE),                    # the province's
+])
+async def test_a_page_of_a_listing_reads_about_a_page(summaries, prefix, status, bound) -> None:
+    statement, *args = listing_query(prefix, status, None, PAGE)
+    returned = await summaries.fetch(statement, *args)
+    expected = await summaries.fetch(
+        "SELECT registered_position FROM case_summaries WHERE starts_with(division, $1) "
+        "AND ($2::text IS NULL OR status = $2) ORDER BY registered_position DESC LIMIT $3",
+        prefix, status, PAGE)
+    # the page a prefix match gives
+    assert [r["registered_position"] for r in returned] == [
+        r["registered_position"] for r in expected]
+    for mode, n in (await rows_read(summaries, statement, *args)).items():
+        assert n <= bound, f"{mode}: {n} rows read for a page of {PAGE}"
