@@ -36,7 +36,18 @@ async def reset_released(conn: asyncpg.Connection) -> None:
             await conn.execute(query)
 
 
+# Session settings of every pooled connection (a reset returns to them). The services run
+# short statements on small batches; PostgreSQL's JIT compilation and parallel workers are
+# for long analytical queries, and a row estimate gone wrong (a table not analysed yet, a
+# generic plan of a prepared statement) turned them on for these: 150 ms of JIT compiling
+# for a 1 ms lookup, and worker processes started for every 500-event read of the log.
+SERVICE_SESSION_SETTINGS = {"jit": "off", "max_parallel_workers_per_gather": "0"}
+
+
 async def create_pool(dsn: str, **options: Any) -> asyncpg.Pool:
     """An asyncpg pool on `dsn` (a libpq URI or key=value string) that resets only what
-    needs resetting (see the module's docstring)."""
+    needs resetting (see the module's docstring), with `SERVICE_SESSION_SETTINGS` unless
+    `server_settings` says otherwise."""
+    options["server_settings"] = {**SERVICE_SESSION_SETTINGS,
+                                  **(options.get("server_settings") or {})}
     return await asyncpg.create_pool(as_uri(dsn), reset=reset_released, **options)

@@ -66,3 +66,20 @@ async def test_a_transaction_left_open_is_rolled_back_on_release(one_connection)
     async with one_connection.acquire() as conn:
         assert not conn.is_in_transaction()
         assert await conn.fetchval("SELECT to_regclass('pg_temp.pool_test_left_open')") is None
+
+
+async def test_pooled_sessions_plan_without_jit_or_parallel_workers(one_connection):
+    async def settings() -> tuple[str, str]:
+        async with one_connection.acquire() as conn:
+            return (await conn.fetchval("SHOW jit"),
+                    await conn.fetchval("SHOW max_parallel_workers_per_gather"))
+
+    assert await settings() == ("off", "0")
+
+    async def use(conn):  # a session changed, then fully reset on release
+        holds_session_state(conn)
+        await conn.execute("SET jit = on")
+        await conn.execute("SET max_parallel_workers_per_gather = 2")
+
+    await _resets(one_connection, use)
+    assert await settings() == ("off", "0")  # the reset goes back to the pool's settings
