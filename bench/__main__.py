@@ -396,6 +396,7 @@ def build_rows(out: dict[str, Any]) -> list[Row]:
             ap = max(r["throughput"] for r in out["alone_runs"])
             rows.append(Row("diagnostic: intake peak with no consumers running", f"{ap:.0f}/s",
                             f"{bp:.0f}/s", ratio(ap, bp), "—", None))
+        rows += _cpu_rows(out)
         h, bh = out["intake_half"], out["baseline_half"]
         rows.append(Row(
             f"latency at half of intake's peak ({h['rate']:.0f}/s fixed rate), p50 / p99",
@@ -453,6 +454,36 @@ def build_rows(out: dict[str, Any]) -> list[Row]:
             "(median)", f"{r['median_ms'] * 1000:.0f} µs",
             f"{r['naive_median_ms'] * 1000:.0f} µs (scan every rule)",
             ratio(r["median_ms"], r["naive_median_ms"], 3), "< 1 ms", r["median_ms"] < 1.0))
+    return rows
+
+
+def cpu_ms_per_request(run: dict[str, Any]) -> float | None:
+    """CPU of every measured process (service, PostgreSQL, NATS; not the load generator) per
+    request answered, in milliseconds."""
+    cores = sum((run.get("cpu_cores") or {}).values())
+    return cores / run["throughput"] * 1000 if run.get("throughput") and cores else None
+
+
+def _cpu_rows(out: dict[str, Any]) -> list[Row]:
+    """What a request costs the machine, beside the plain endpoint's INSERT: on two cores,
+    capacity is CPU, so these say where the throughput ratio comes from."""
+    plain_peak = max(out["baseline_runs"], key=lambda r: r["throughput"])
+    plain = cpu_ms_per_request(plain_peak)
+    plain_s = f"{plain:.2f} ms (plain endpoint + PostgreSQL, at its peak)" if plain else "—"
+    rows = []
+    # (not intake's closed-loop runs with the consumers: those fall behind and do their part
+    # of the work after the run)
+    runs = [("intake alone at its peak (intake + PostgreSQL + NATS)",
+             max(out["alone_runs"], key=lambda r: r["throughput"])
+             if out.get("alone_runs") else None)]
+    if "e2e_load" in out:
+        runs.append((f"the whole pipeline at {out['e2e_load_rate']:.0f}/s (all six processes, "
+                     "every petition routed, clocked and notified)", out["e2e_load"]))
+    for what, run in runs:
+        ms = cpu_ms_per_request(run) if run else None
+        if ms is not None:
+            rows.append(Row(f"diagnostic: CPU per petition, {what}", f"{ms:.2f} ms", plain_s,
+                            ratio(ms, plain, 1), "—", None))
     return rows
 
 
