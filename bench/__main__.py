@@ -108,45 +108,34 @@ def describe_load(r: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------- phases
 
 
-def sweep(label: str, port: int, args: argparse.Namespace, token: str | None,
-          groups: list[Group], lock_dsn: str | None, half_rate: float | None = None,
-          drain: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Closed-loop runs at each concurrency, then a fixed-rate run (at `half_rate`, or half of
-    this sweep's peak). `drain()` (when given) waits for the consumers to catch up before each
-    run, so that no run starts behind the previous one's backlog."""
-
-    def settle() -> tuple[float, int] | None:
-        if drain is None:
-            return None
-        waited, left = drain()
-        log(f"  (waited {waited} s for the consumers to catch up; backlog {left})")
-        return waited, left
-
-    runs = []
-    for c in args.concurrency:
-        drained = settle()
-        log(f"{label}: {c} concurrent clients, {args.duration:.0f} s")
-        watch = LockWatch(lock_dsn) if lock_dsn else None
+def closed_run(label: str, port: int, concurrency: int, args: argparse.Namespace,
+               token: str | None, groups: list[Group], lock_dsn: str | None = None,
+               drained: Any = None) -> dict[str, Any]:
+    """One closed-loop run: `concurrency` clients for the stated duration after a warm-up."""
+    log(f"{label}: {concurrency} concurrent clients, {args.duration:.0f} s")
+    watch = LockWatch(lock_dsn) if lock_dsn else None
+    if watch:
+        watch.__enter__()
+    try:
+        r = run_load(port, mode="closed", concurrency=concurrency, duration=args.duration,
+                     token=token, warmup=1.0, meter=CpuMeter(groups))
+    finally:
         if watch:
-            watch.__enter__()
-        try:
-            r = run_load(port, mode="closed", concurrency=c, duration=args.duration, token=token,
-                         warmup=1.0, meter=CpuMeter(groups))
-        finally:
-            if watch:
-                watch.__exit__()
-        r.pop("records")
-        r["concurrency"] = c
-        r["drained_before"] = drained
-        if watch:
-            r["lock"] = watch.summary()
-        runs.append(r)
-        log(f"  -> {r['throughput']:.0f}/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms; "
-            f"cpu {r['cpu_cores']} generator {r['generator_cpu_cores']}"
-            + (f"; lock {r['lock']}" if r.get("lock") else ""))
-    peak = max(r["throughput"] for r in runs)
-    rate = half_rate if half_rate is not None else max(peak / 2, 1.0)
-    drained = settle()
+            watch.__exit__()
+    r.pop("records")
+    r["concurrency"] = concurrency
+    r["drained_before"] = drained
+    if watch:
+        r["lock"] = watch.summary()
+    log(f"  -> {r['throughput']:.0f}/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms; "
+        f"cpu {r['cpu_cores']} generator {r['generator_cpu_cores']}"
+        + (f"; lock {r['lock']}" if r.get("lock") else ""))
+    return r
+
+
+def fixed_run(label: str, port: int, rate: float, args: argparse.Namespace,
+              token: str | None, groups: list[Group], drained: Any = None) -> dict[str, Any]:
+    """One open-loop run at a fixed rate over 64 connections."""
     log(f"{label}: fixed rate {rate:.0f}/s, {args.duration:.0f} s")
     r = run_load(port, mode="open", concurrency=64, duration=args.duration, rate=rate,
                  token=token, meter=CpuMeter(groups))
@@ -154,7 +143,52 @@ def sweep(label: str, port: int, args: argparse.Namespace, token: str | None,
     r["rate"] = rate
     r["drained_before"] = drained
     log(f"  -> {r['throughput']:.0f}/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms")
-    return runs, r
+    return r
+
+
+def settler(drain: Any) -> Any:
+    """`drain()` (when given) waits for the consumers to catch up, so that no run starts
+    behind the previous one's backlog; returns (seconds waited, backlog left)."""
+    def settle() -> tuple[float, int] | None:
+        if drain is None:
+            return None
+        waited, left = drain()
+        log(f"  (waited {waited} s for the consumers to catch up; backlog {left})")
+        return waited, left
+    return settle
+
+
+def sweep(label: str, port: int, args: argparse.Namespace, token: str | None,
+          groups: list[Group], lock_dsn: str | None, half_rate: float | None = None,
+          drain: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Closed-loop runs at each concurrency, then a fixed-rate run (at `half_rate`, or half of
+    this sweep's peak)."""
+    settle = settler(drain)
+    runs = [closed_run(label, port, c, args, token, groups, lock_dsn, settle())
+            for c in args.concurrency]
+    peak = max(r["throughput"] for r in runs)
+    rate = half_rate if half_rate is not None else max(peak / 2, 1.0)
+    return runs, fixed_run(label, port, rate, args, token, groups, settle())
+
+
+def paired_sweep(intake: tuple[int, list[Group]], plain: tuple[int, list[Group]],
+                 args: argparse.Namespace, token: str | None, lock_dsn: str,
+                 drain: Any) -> dict[str, Any]:
+    """Intake and the plain endpoint in turns: each concurrency run by intake, then at once by
+    the plain endpoint (the consumers caught up first), then both at intake's half-peak rate.
+    The machine's speed drifts over minutes; a baseline measured seconds apart is compared
+    with what it ran beside, not with the machine of several minutes before."""
+    settle = settler(drain)
+    runs, base = [], []
+    for c in args.concurrency:
+        runs.append(closed_run("intake", intake[0], c, args, token, intake[1], lock_dsn,
+                               settle()))
+        base.append(closed_run("baseline", plain[0], c, args, None, plain[1], None, settle()))
+    rate = max(max(r["throughput"] for r in runs) / 2, 1.0)
+    half = fixed_run("intake", intake[0], rate, args, token, intake[1], settle())
+    base_half = fixed_run("baseline", plain[0], rate, args, None, plain[1], settle())
+    return {"intake_runs": runs, "intake_half": half, "baseline_runs": base,
+            "baseline_half": base_half}
 
 
 def service_groups(stack: Stack, services: dict[str, Any]) -> list[Group]:
@@ -167,20 +201,26 @@ def phase_intake(stack: Stack, args: argparse.Namespace, token: str | None,
                  receiver_port: int, out: dict[str, Any]) -> None:
     dsn = stack.database("intake")
     out["intake_dsn"] = dsn
-    log("phase 1: starting the four services")
+    log("phase 1: starting the four services, and the plain endpoint on the same database")
     services = stack.services(dsn, "intake", receiver_port)
+    plain, plain_port = stack.baseline_app(dsn)
     try:
         stream = stack.streams["intake"]
-        runs, half = sweep("intake", services["intake"].port, args, token,
-                           service_groups(stack, services), dsn,
-                           drain=lambda: asyncio.run(pipeline.wait_drained(
-                               stack.infra.nats_url, stream, dsn, args.drain_between)))
-        out["intake_runs"], out["intake_half"] = runs, half
-        out["intake_peak"] = max(r["throughput"] for r in runs)
+        plain_groups = [Group("baseline", lambda: [plain.pid]),
+                        Group("postgresql", stack.postgres_roots, with_descendants=True)]
+        out.update(paired_sweep(
+            (services["intake"].port, service_groups(stack, services)),
+            (plain_port, plain_groups), args, token, dsn,
+            drain=lambda: asyncio.run(pipeline.wait_drained(
+                stack.infra.nats_url, stream, dsn, args.drain_between))))
+        out["intake_peak"] = max(r["throughput"] for r in out["intake_runs"])
+        out["baseline_peak"] = max(r["throughput"] for r in out["baseline_runs"])
         out["memory_intake_phase"] = {n: status_kb(s.proc.pid, "VmHWM")
                                       for n, s in services.items()}
+        out["memory_baseline"] = status_kb(plain.pid, "VmHWM")
         out["intake_db"] = asyncio.run(_log_stats(dsn))
     finally:
+        stop_process(plain)
         out["intake_exit_codes"] = stop_services(services)
 
 
@@ -221,6 +261,8 @@ async def _log_stats(dsn: str) -> dict[str, Any]:
 
 
 def phase_baseline(stack: Stack, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    if "baseline_runs" in out:
+        return  # measured in turns with intake (phase 1)
     log("phase 2: plain FastAPI + asyncpg baseline")
     dsn = out.get("intake_dsn") or stack.database("plain")
     proc, port = stack.baseline_app(dsn)
@@ -514,7 +556,11 @@ def build_sections(out: dict[str, Any]) -> list[tuple[str, str]]:
             "rate: open loop over 64 connections, latency from each request's scheduled time. "
             "Intake runs as its real process with the other three services running (they "
             "consume what intake registers, as in production); \"intake alone\" is a diagnostic "
-            "run with no consumers (intake's relay still publishes); the plain app runs alone. "
+            "run with no consumers (intake's relay still publishes). The plain app runs in "
+            "turns with intake, on the same database: each concurrency by intake, then at once "
+            "by the plain app (the consumers caught up and idle), then both at the same fixed "
+            "rate, so that each is compared with the machine as it was seconds, not minutes, "
+            "apart. "
             "Every request is a new petitioner with new wording, so each registers a new case "
             "(none is matched as a repeat or duplicate). The generator is its own process "
             "(asyncio, pre-serialised requests). The lock column samples pg_locks every ~10 ms: "
