@@ -395,6 +395,17 @@ CREATE INDEX IF NOT EXISTS case_summaries_city_idx
 CREATE INDEX IF NOT EXISTS case_summaries_division_status_idx
     ON case_summaries (division, status, registered_position DESC);
 """),
+    (12, "the append's statement planned once, not on every call", """
+-- plpgsql prepares the append's statement once per connection, and then chose a custom plan
+-- for every call: planned for the given arrays, it always looked cheaper than the generic
+-- one, so each append was planned afresh (about 300 us of server CPU for a one-event append,
+-- 70% of its cost) with the event table's lock already held. The generic plan is the same
+-- plan: unnest the arrays, look each case's predecessor up by key, insert.
+ALTER FUNCTION cases_append(uuid[], bigint[], text[], bytea[], uuid[], bigint[], text[], int)
+    SET plan_cache_mode = force_generic_plan;
+ALTER FUNCTION cases_append(stored_event_uuid[], uuid[], bigint[], text[], int)
+    SET plan_cache_mode = force_generic_plan;
+"""),
 ]
 
 

@@ -226,3 +226,16 @@ def test_an_append_with_a_gap_in_a_case_is_refused_and_stores_nothing(store, tes
         _recorder(store).insert_events([one, gap])
     assert _rows(test_env.postgres_dsn, "SELECT count(*) FROM cases_events "
                  "WHERE originator_id = %s", case.id) == [(0,)]
+
+
+def test_the_append_is_planned_once_per_connection(store, test_env):
+    """Planned for each call's arrays, the append's statement was planned afresh every time
+    (a custom plan always looked cheaper): most of a small append's server time, with the
+    table lock held. Migration 12 pins it to its generic plan; the same plan, shown here."""
+    with psycopg.connect(test_env.postgres_dsn) as conn:
+        settings = conn.execute(
+            "SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc p "
+            "WHERE p.proname = %s", (TraceContextRecorder.APPEND_FUNCTION,)).fetchall()
+    assert len(settings) == 2  # the append of migration 10, and migration 8's for old writers
+    for signature, config in settings:
+        assert "plan_cache_mode=force_generic_plan" in (config or []), signature
