@@ -41,7 +41,17 @@ async def reset_released(conn: asyncpg.Connection) -> None:
 # for long analytical queries, and a row estimate gone wrong (a table not analysed yet, a
 # generic plan of a prepared statement) turned them on for these: 150 ms of JIT compiling
 # for a 1 ms lookup, and worker processes started for every 500-event read of the log.
-SERVICE_SESSION_SETTINGS = {"jit": "off", "max_parallel_workers_per_gather": "0"}
+#
+# And each prepared statement runs on its generic plan, planned once per connection: left
+# to choose, PostgreSQL kept planning the statements that take arrays of case ids afresh on
+# every execution (a plan for the given array always looked cheaper), which was two thirds
+# to three quarters of their server time (a batch's histories 50-70 us, of which 20-30 the
+# query; the moved-case check 100-110, of which 30). Every statement the services prepare
+# is written so that its generic plan is the right one: lookups by key, pages in index order,
+# prefixes written into the statement (tests/integration/test_query_plans.py reads the plans
+# both ways).
+SERVICE_SESSION_SETTINGS = {"jit": "off", "max_parallel_workers_per_gather": "0",
+                            "plan_cache_mode": "force_generic_plan"}
 
 
 async def create_pool(dsn: str, **options: Any) -> asyncpg.Pool:

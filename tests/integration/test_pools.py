@@ -3,10 +3,12 @@ of a connection that held session state."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from uuid import uuid4
 
 import asyncpg
 import pytest
 
+from petitions.infra.batching import HISTORIES_SQL
 from petitions.infra.dsn import as_uri
 from petitions.infra.pools import create_pool, holds_session_state
 
@@ -68,18 +70,32 @@ async def test_a_transaction_left_open_is_rolled_back_on_release(one_connection)
         assert await conn.fetchval("SELECT to_regclass('pg_temp.pool_test_left_open')") is None
 
 
-async def test_pooled_sessions_plan_without_jit_or_parallel_workers(one_connection):
-    async def settings() -> tuple[str, str]:
+async def test_pooled_sessions_plan_once_without_jit_or_parallel_workers(one_connection):
+    async def settings() -> tuple[str, str, str]:
         async with one_connection.acquire() as conn:
             return (await conn.fetchval("SHOW jit"),
-                    await conn.fetchval("SHOW max_parallel_workers_per_gather"))
+                    await conn.fetchval("SHOW max_parallel_workers_per_gather"),
+                    await conn.fetchval("SHOW plan_cache_mode"))
 
-    assert await settings() == ("off", "0")
+    assert await settings() == ("off", "0", "force_generic_plan")
 
     async def use(conn):  # a session changed, then fully reset on release
         holds_session_state(conn)
         await conn.execute("SET jit = on")
         await conn.execute("SET max_parallel_workers_per_gather = 2")
+        await conn.execute("SET plan_cache_mode = auto")
 
     await _resets(one_connection, use)
-    assert await settings() == ("off", "0")  # the reset goes back to the pool's settings
+    # the reset goes back to the pool's settings
+    assert await settings() == ("off", "0", "force_generic_plan")
+
+
+async def test_a_pooled_statement_is_planned_once(one_connection):
+    case_ids = [uuid4()]
+    async with one_connection.acquire() as conn:
+        for _ in range(8):
+            await conn.fetch(HISTORIES_SQL, case_ids)
+        plans = await conn.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement = $1", HISTORIES_SQL)
+    assert (plans["generic_plans"], plans["custom_plans"]) == (8, 0)
