@@ -203,8 +203,9 @@ def phase_intake(stack: Stack, args: argparse.Namespace, token: str | None,
     out["intake_dsn"] = dsn
     log("phase 1: starting the four services, and the plain endpoint on the same database")
     services = stack.services(dsn, "intake", receiver_port)
-    plain, plain_port = stack.baseline_app(dsn)
+    plain = None
     try:
+        plain, plain_port = stack.baseline_app(dsn)
         stream = stack.streams["intake"]
         plain_groups = [Group("baseline", lambda: [plain.pid]),
                         Group("postgresql", stack.postgres_roots, with_descendants=True)]
@@ -220,7 +221,8 @@ def phase_intake(stack: Stack, args: argparse.Namespace, token: str | None,
         out["memory_baseline"] = status_kb(plain.pid, "VmHWM")
         out["intake_db"] = asyncio.run(_log_stats(dsn))
     finally:
-        stop_process(plain)
+        if plain is not None:
+            stop_process(plain)
         out["intake_exit_codes"] = stop_services(services)
 
 
