@@ -62,9 +62,10 @@ def division_prefix(code: str) -> str:
 
 
 def checked_prefix(prefix: str) -> str:
-    """`prefix` when it is a division prefix (ASCII digits only, so it may be written into
-    a statement); ValueError otherwise."""
-    if not (prefix.isascii() and prefix.isdigit() and len(prefix) <= 6):
+    """`prefix` when it is a division prefix: digits only (as `DIVISION_CODE` takes them, any
+    script's), so that it may be written into a statement (no digit is a quote); ValueError
+    otherwise."""
+    if not (prefix.isdigit() and len(prefix) <= 6):
         raise ValueError(f"not a division prefix: {prefix!r}")
     return prefix
 

@@ -60,6 +60,11 @@ def test_the_province_sees_every_county(system, tokens, b_case):
         assert province.get(f"/v1/cases/{b_case}").status_code == 200
         wait_for(lambda: b_case in {c["case_id"] for c in province.get(
             "/v1/cases", params={"division": "330108", "page_size": 200}).json()["items"]})
+        # a code in another script's digits (the division pattern takes any digit) lists
+        # nothing here, and is no server error; nor is a city of them
+        for code in ("33\u0660108", "33\u0660100"):
+            odd = province.get("/v1/cases", params={"division": code})
+            assert odd.status_code == 200 and odd.json()["items"] == []
 
 
 def test_county_a_cannot_reach_county_b_over_grpc(system, tokens, b_case):

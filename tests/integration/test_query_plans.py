@@ -168,6 +168,9 @@ PAGE = 51
     ("3303", "closed", 2 * PAGE * CITIES),
     ("3303", None, 2 * PAGE * CITIES),
     ("33", None, 2 * PAGE),                    # the province's
+    # division codes are digits of any script, as the API's pattern takes them
+    ("3\u06630106", None, 2 * PAGE),
+    ("3\u066303", "closed", 2 * PAGE),
 ])
 async def test_a_page_of_a_listing_reads_about_a_page(summaries, prefix, status, bound) -> None:
     statement, *args = listing_query(prefix, status, None, PAGE)
