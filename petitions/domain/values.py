@@ -61,15 +61,6 @@ def division_prefix(code: str) -> str:
     return code
 
 
-def checked_prefix(prefix: str) -> str:
-    """`prefix` when it is a division prefix: digits only (as `DIVISION_CODE` takes them, any
-    script's), so that it may be written into a statement (no digit is a quote); ValueError
-    otherwise."""
-    if not (prefix.isdigit() and len(prefix) <= 6):
-        raise ValueError(f"not a division prefix: {prefix!r}")
-    return prefix
-
-
 def is_within(division: str, jurisdiction: str) -> bool:
     """True when `division` lies in `jurisdiction`'s subtree (a jurisdiction contains itself)."""
     return division.startswith(division_prefix(jurisdiction))

@@ -17,7 +17,7 @@ from uuid import UUID
 import asyncpg
 
 from petitions.domain.clocks import TimerRow
-from petitions.domain.values import checked_prefix
+from petitions.infra.divisions import division_condition
 
 DUE_SOON_DAYS = 3
 
@@ -142,17 +142,8 @@ async def list_clocks(db: Db, *, prefix: str, unit: str | None, state: str | Non
     """Open clocks (running or overdue) of cases in a jurisdiction, soonest due first.
 
     due_soon: still running and due within 3 days; overdue: a duty whose due date passed."""
-    # `LIKE $1` cannot bound the index in a prepared statement's generic plan, which then
-    # filtered every open clock of the province: a county's own code is an equality, a
-    # city's or the province's prefix is written into the statement (digits only).
-    checked_prefix(prefix)
-    clauses = ["kind = 'due'", "state <> 'cancelled'"]
-    args: list[Any] = []
-    if len(prefix) == 6:
-        args.append(prefix)
-        clauses.append("division = $1")
-    else:
-        clauses.append(f"division LIKE '{prefix}%'")
+    division, args = division_condition(prefix)  # deadline_timers_division_idx
+    clauses = ["kind = 'due'", "state <> 'cancelled'", division]
     if unit:
         args.append(unit)
         clauses.append(f"unit_id = ${len(args)}")

@@ -9,7 +9,8 @@ from uuid import UUID
 import asyncpg
 
 from petitions.domain.access import Permission, Principal
-from petitions.domain.values import CaseStatus, checked_prefix
+from petitions.domain.values import CaseStatus
+from petitions.infra.divisions import division_condition
 from petitions.infra.events import fold_domain_events, history_entry
 from petitions.infra.identity import IdentityReads, redact_identity
 from petitions.infra.store import CaseStore, in_thread
@@ -85,7 +86,8 @@ def listing_query(prefix: str, status: str | None, after: int | None,
                   limit: int) -> tuple[Any, ...]:
     """The statement and arguments of a page of a division's cases, newest first."""
     # Listed under the division that holds the case now (a transferred case moves queues).
-    clause, args = division_clause(prefix)
+    # a county's code, or a city's or the province's digits written in (case_summaries_city_idx)
+    clause, args = division_condition(prefix, by_leading_digits=True)
     clauses = [clause]
     if status and args:
         args.append(status)
@@ -101,22 +103,6 @@ def listing_query(prefix: str, status: str | None, after: int | None,
     return (f"SELECT summary, registered_position FROM case_summaries "
             f"WHERE {' AND '.join(clauses)} "
             f"ORDER BY registered_position DESC LIMIT ${len(args)}", *args)
-
-
-def division_clause(prefix: str) -> tuple[str, list[Any]]:
-    """The cases of a division prefix as a condition an index answers in the listing's
-    order, whatever the plan, and its arguments.
-
-    A county's own code is a parameter (`case_summaries_division_idx`, with a status
-    `case_summaries_division_status_idx`). A city's four digits or the province's two are
-    written into the statement, one statement per city: a prepared statement's generic plan
-    cannot know whether a city has few cases or many, and walked every summary newest first
-    for one that had none. (`division LIKE $1 || '%'` bounded no index in a generic plan:
-    a page of a county with few cases read the whole table.)"""
-    checked_prefix(prefix)
-    if len(prefix) == 6:
-        return "division = $1", [prefix]
-    return f"left(division, {len(prefix)}) = '{prefix}'", []
 
 
 def encode_page_token(position: int) -> str:

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from petitions.infra import jsoncodec
 from petitions.infra.columns import as_columns
+from petitions.infra.divisions import division_condition
 from petitions.infra.store import TRACE_CONTEXT_TABLE
 from services.notify.documents import Rendered
 from services.notify.plan import PlannedDelivery
@@ -250,10 +251,11 @@ class NotifyRepository:
     # ------------------------------------------------------------------ operators
 
     async def dead_letters(self, prefix: str, limit: int = 100) -> list[dict[str, Any]]:
+        division, args = division_condition(prefix)  # deliveries_dead_idx
         rows = await self.pool.fetch(
             "SELECT id, event_id, recipient, channel, case_id, division, kind, party, attempts,"
-            " last_error, updated_at FROM deliveries WHERE state = 'dead_lettered'"
-            " AND division LIKE $1 ORDER BY updated_at DESC LIMIT $2", prefix + "%", limit)
+            f" last_error, updated_at FROM deliveries WHERE state = 'dead_lettered'"
+            f" AND {division} ORDER BY updated_at DESC LIMIT ${len(args) + 1}", *args, limit)
         return [_public(r) for r in rows]
 
     async def delivery(self, delivery_id_: uuid.UUID) -> Delivery | None:

@@ -9,6 +9,7 @@ prepares every statement, and PostgreSQL may switch a prepared statement to its 
 plan)."""
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,31 +28,41 @@ pytestmark = pytest.mark.integration
 CASES = 2_000
 
 
-@pytest.fixture
-async def unanalysed(test_env) -> AsyncIterator[tuple[asyncpg.Connection, list[Any]]]:
-    """A connection whose search path is a schema of its own holding a copy of the event
-    table (indexes included), filled and never analysed; and some of its case ids."""
+@contextlib.asynccontextmanager
+async def scratch_copy(test_env, table: str, fill: str, *, analysed: bool
+                       ) -> AsyncIterator[asyncpg.Connection]:
+    """A connection whose search path is a schema of its own holding a copy of `table`
+    (indexes included), filled by `fill` (`{table}` names the copy); analysed, or never."""
     schema = f"plan_probe_{uuid4().hex[:8]}"
+    copy = f"{schema}.{table}"
     conn = await asyncpg.connect(test_env.postgres_dsn)
     try:
         await conn.execute(f"CREATE SCHEMA {schema}")
-        await conn.execute(
-            f"CREATE TABLE {schema}.cases_events (LIKE public.cases_events INCLUDING ALL) "
-            "WITH (autovacuum_enabled = false)")
-        await conn.execute(
-            f"INSERT INTO {schema}.cases_events "
-            "(originator_id, originator_version, topic, state, notification_id) "
-            "SELECT md5(i::text)::uuid, v, 'petitions.domain.case:Case.Event', "
-            "convert_to(repeat('x', 400), 'UTF8'), i * 4 + v "
-            f"FROM generate_series(1, {CASES}) i, generate_series(1, 4) v")
+        await conn.execute(f"CREATE TABLE {copy} (LIKE public.{table} INCLUDING ALL) "
+                           f"WITH (autovacuum_enabled = {str(analysed).lower()})")
+        await conn.execute(fill.format(table=copy))
+        if analysed:
+            await conn.execute(f"ANALYZE {copy}")
         await conn.execute(f"SET search_path TO {schema}")
-        ids = [r[0] for r in await conn.fetch(
-            "SELECT DISTINCT originator_id FROM cases_events LIMIT 40")]
-        yield conn, ids
+        yield conn
     finally:
         await conn.execute("RESET search_path")
         await conn.execute(f"DROP SCHEMA {schema} CASCADE")
         await conn.close()
+
+
+@pytest.fixture
+async def unanalysed(test_env) -> AsyncIterator[tuple[asyncpg.Connection, list[Any]]]:
+    """A copy of the event table, filled and never analysed; and some of its case ids."""
+    fill = ("INSERT INTO {table} "
+            "(originator_id, originator_version, topic, state, notification_id) "
+            "SELECT md5(i::text)::uuid, v, 'petitions.domain.case:Case.Event', "
+            "convert_to(repeat('x', 400), 'UTF8'), i * 4 + v "
+            f"FROM generate_series(1, {CASES}) i, generate_series(1, 4) v")
+    async with scratch_copy(test_env, "cases_events", fill, analysed=False) as conn:
+        ids = [r[0] for r in await conn.fetch(
+            "SELECT DISTINCT originator_id FROM cases_events LIMIT 40")]
+        yield conn, ids
 
 
 MODES = ("force_custom_plan", "force_generic_plan")
@@ -130,30 +141,17 @@ CITIES = 11  # 3301 .. 3311, each of 20 counties (..01 .. ..20)
 
 @pytest.fixture
 async def summaries(test_env) -> AsyncIterator[asyncpg.Connection]:
-    """A connection whose search path is a schema of its own holding a copy of the case
-    summaries (indexes included) of 20,000 cases across 220 counties, analysed."""
-    schema = f"plan_probe_{uuid4().hex[:8]}"
-    conn = await asyncpg.connect(test_env.postgres_dsn)
-    try:
-        await conn.execute(f"CREATE SCHEMA {schema}")
-        await conn.execute(
-            f"CREATE TABLE {schema}.case_summaries (LIKE public.case_summaries INCLUDING ALL)")
-        await conn.execute(
-            f"INSERT INTO {schema}.case_summaries (case_id, case_number, division, status, "
+    """A copy of the case summaries of 20,000 cases across 220 counties, analysed."""
+    fill = ("INSERT INTO {table} (case_id, case_number, division, status, "
             "category, channel, registered_at, registered_position, version, summary) "
             "SELECT md5(i::text)::uuid, 'n' || i, d, "
             "CASE WHEN i % 10 = 0 THEN 'closed' ELSE 'accepted' END, 'appeal', 'letter', "
-            "now(), i, 1, '{}' "
+            "now(), i, 1, '{{}}' "
             f"FROM generate_series(1, {SUMMARIES}) i, LATERAL (SELECT '33' "
             f"|| lpad((1 + i % {CITIES})::text, 2, '0') "
             f"|| lpad((1 + (i / {CITIES}) % 20)::text, 2, '0') AS d) AS division")
-        await conn.execute(f"ANALYZE {schema}.case_summaries")
-        await conn.execute(f"SET search_path TO {schema}")
+    async with scratch_copy(test_env, "case_summaries", fill, analysed=True) as conn:
         yield conn
-    finally:
-        await conn.execute("RESET search_path")
-        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
-        await conn.close()
 
 
 PAGE = 51
