@@ -26,6 +26,7 @@ from petitions.infra import tracing
 from petitions.infra.bus import BusMessage, Consumer, retry_delay
 from petitions.infra.logs import case_bound
 from petitions.infra.metrics import MESSAGES_HANDLED
+from petitions.infra.offload import run_sized
 from petitions.infra.pull import Puller
 from petitions.infra.store import EVENTS_TABLE, CaseStore, ConcurrencyConflict, project
 
@@ -218,7 +219,7 @@ async def decide_and_append(
                          tuple[dict[UUID, Any], dict[UUID, BaseException]]],
         append: Callable[[dict[UUID, Any], dict[UUID, contextvars.Context]], Awaitable[None]],
         attempts: int = 20) -> tuple[dict[UUID, Any], dict[int, BaseException]]:
-    """The batch's cases read in one query, decided (`decide`, in a thread) and appended in
+    """The batch's cases read in one query, decided (`decide`, in a thread when the batch is large) and appended in
     one transaction (`append`, e.g. `CaseStore.save_async`, each case in the context of its
     first message).
     The few cases another writer appended to meanwhile are decided again first; a write
@@ -229,7 +230,7 @@ async def decide_and_append(
     case_ids = list(contexts)
     for attempt in range(attempts):
         histories = await load_histories(pool, store, case_ids)
-        decided, failed = await asyncio.to_thread(decide, histories)
+        decided, failed = await run_sized(decide, len(histories), histories)
         decided, failed = await decide_fresh(pool, store, service, histories, decided, failed,
                                              decide)
         try:
@@ -257,7 +258,7 @@ async def decide_fresh(pool: asyncpg.Pool, store: CaseStore, service: str,
     if not moved:
         return decided, failed
     fresh = await load_histories(pool, store, moved)
-    again, failed_again = await asyncio.to_thread(decide, fresh)
+    again, failed_again = await run_sized(decide, len(fresh), fresh)
     return ({**{k: v for k, v in decided.items() if k not in fresh}, **again},
             {**{k: v for k, v in failed.items() if k not in fresh}, **failed_again})
 

@@ -51,6 +51,16 @@ PROJECTION_LOCK_KEY = 727_100_003
 GATHER_S = 0.05
 
 
+# The summaries of a batch's cases, each read by its own primary-key lookup (a LATERAL the
+# planner may not flatten: OFFSET 0). As `case_id = ANY($1)`, a plan made while the table was
+# small (a new database; pooled connections keep their plans) scanned every summary on every
+# batch, its cost growing with the number of cases.
+_CURRENT_SUMMARIES = (
+    "SELECT s.case_id, s.summary, s.registered_position FROM unnest($1::uuid[]) AS c(id) "
+    "CROSS JOIN LATERAL (SELECT case_id, summary, registered_position FROM case_summaries "
+    "WHERE case_id = c.id OFFSET 0) s")
+
+
 class CaseSummaryProjection:
     def __init__(self, pool: asyncpg.Pool, log_: EventLog, *, batch: int = 1000,
                  decoder: EventDecoder | GenericDecoder | None = None,
@@ -169,10 +179,7 @@ class CaseSummaryProjection:
 
     async def _apply(self, conn: asyncpg.Connection, events: list[LoggedEvent]) -> None:
         ids = list({e.case_id for e in events})
-        rows = await conn.fetch(
-            "SELECT case_id, summary, registered_position FROM case_summaries "
-            "WHERE case_id = ANY($1::uuid[])", ids,
-        )
+        rows = await conn.fetch(_CURRENT_SUMMARIES, ids)
         current: dict[UUID, dict[str, Any]] = {
             r["case_id"]: jsoncodec.loads(r["summary"].encode()) for r in rows}
         first_seen: dict[UUID, int] = {r["case_id"]: r["registered_position"] for r in rows}

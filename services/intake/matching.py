@@ -38,7 +38,9 @@ class Screening:
 # duplicate; the terminated matter is looked up, and a number taken, only when the petition
 # joins no open case. An empty petitioner key (an anonymous petition) never matches. A
 # request without a key ($9 NULL) skips the log lookups outright: a plan cached while the
-# log was small may scan it, and that scan grows with the log.
+# log was small may scan it, and that scan grows with the log. Whether the request's case is
+# stored is its newest version (an aggregate: an index lookup): as an EXISTS, a plan made
+# while the log was small read the log from the start until it found the case.
 #
 # The statement commits without waiting for the WAL flush (`UNFLUSHED`): the number it takes
 # is a row lock on the county's counter, held until commit, so every registration of a county
@@ -46,8 +48,11 @@ class Screening:
 # holds: the case is appended after this commit, and that append's flush covers every earlier
 # WAL record, this one included.
 SCREEN_SQL = f"""
-WITH earlier AS (
-    SELECT 1 FROM cases_events WHERE $9::uuid IS NOT NULL AND originator_id = $9::uuid
+WITH stored AS (
+    SELECT max(originator_version) IS NOT NULL AS yes FROM cases_events
+     WHERE $9::uuid IS NOT NULL AND originator_id = $9::uuid
+), earlier AS (
+    SELECT 1 FROM stored WHERE yes
     UNION ALL SELECT 1 FROM registration_links WHERE request_id = $9::uuid
 ), repeat AS (
     SELECT case_id FROM case_summaries
@@ -75,8 +80,7 @@ WITH earlier AS (
     ON CONFLICT (county, year) DO UPDATE SET last_seq = case_numbers.last_seq + 1
     RETURNING last_seq
 )
-SELECT $9::uuid IS NOT NULL
-       AND EXISTS (SELECT 1 FROM cases_events WHERE originator_id = $9::uuid) AS stored,
+SELECT (SELECT yes FROM stored) AS stored,
        l.case_id AS link_case_id, l.kind AS link_kind, l.submission_digest AS link_digest,
        (SELECT case_id FROM repeat) AS repeat, (SELECT case_id FROM duplicate) AS duplicate,
        (SELECT case_id FROM terminated) AS terminated, (SELECT last_seq FROM number) AS seq

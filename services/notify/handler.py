@@ -27,6 +27,7 @@ from uuid import UUID
 from petitions.domain.case import Case
 from petitions.domain.values import Actor
 from petitions.infra import tracing
+from petitions.infra.offload import run_sized
 from petitions.infra.batching import HISTORIES_SQL, decode_histories, rebuild
 from petitions.infra.events import event_data
 from petitions.infra.metrics import NOTICES_DEAD_LETTERED, NOTICES_DELIVERED, NOTICES_FAILED
@@ -231,7 +232,7 @@ class Notifier:
             try:
                 records = await self.repo.pool.fetch(
                     HISTORIES_SQL, list({case_id for case_id, _ in batch}))
-                loaded = await asyncio.to_thread(self._decode_cases, records)
+                loaded = await run_sized(self._decode_cases, len(batch), records)
             except Exception as exc:
                 for _, done in batch:
                     if not done.done():

@@ -34,18 +34,20 @@ Settle = Callable[[list[Any]], Awaitable[None]]
 
 # The stored events of each given case that has gone past the version notify holds of it
 # (NULL: holds none), in version order; the cases still at that version return nothing.
-# Each case's events are read by its own index lookup (LATERAL with ORDER BY, which the
-# planner does not flatten into a join): as a plain join, a table that has not been
-# analysed yet (a new database, the first minutes of a deployment) was planned as a hash
-# join over a scan of every stored event, once per recorded batch.
+# Each case is looked up by its own index lookups (LATERAL, with an aggregate and an ORDER BY
+# that the planner does not flatten into a join), so no plan can read every stored event: as
+# a plain join, or with the "gone past" test as an EXISTS beside the LATERAL, a plan made
+# while the table was small (a new database; pooled connections keep their plans) hashed the
+# whole event table on every recorded batch, its cost growing with the log.
 _STALE_HISTORIES = (
     f"SELECT e.originator_id, e.originator_version, e.topic, e.state "
     f"FROM unnest($1::uuid[], $2::bigint[]) AS held(case_id, version) "
+    f"CROSS JOIN LATERAL (SELECT max(originator_version) AS head FROM {EVENTS_TABLE} "
+    f"  WHERE originator_id = held.case_id) h "
     f"CROSS JOIN LATERAL (SELECT originator_id, originator_version, topic, state "
     f"  FROM {EVENTS_TABLE} WHERE originator_id = held.case_id "
+    f"   AND h.head > coalesce(held.version, 0) "
     f"  ORDER BY originator_version) e "
-    f"WHERE held.version IS NULL OR EXISTS (SELECT 1 FROM {EVENTS_TABLE} n "
-    f"  WHERE n.originator_id = held.case_id AND n.originator_version = held.version + 1) "
     f"ORDER BY e.originator_id, e.originator_version")
 
 

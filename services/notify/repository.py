@@ -128,15 +128,17 @@ _INSERT_DELIVERIES = (
     f" $7::text[], $8::text[], $9::text[], $10::text[], $11::bool[]) AS d(event_id, recipient,"
     f" channel, id, case_id, trigger_version, division, kind, party, document_ids, optional)"
     f" ON CONFLICT (event_id, recipient, channel) DO NOTHING RETURNING {_CLAIM_COLUMNS}")
+# One delivery's outcome, by its primary key; a batch of outcomes is sent as one pipeline of
+# these (atomic, one round trip). As one UPDATE joined to the unnested outcomes, a plan made
+# while the table was small (a new database; pooled connections keep their plans) hashed
+# every delivery ever made on every settled batch, its cost growing with the table.
 _SETTLE = (
-    "UPDATE deliveries d SET state = o.state, last_error = o.error,"
-    " provider_ref = coalesce(o.provider_ref, d.provider_ref),"
-    " next_attempt_at = CASE WHEN o.retry_in IS NULL THEN d.next_attempt_at"
-    "   ELSE now() + make_interval(secs => o.retry_in) END,"
+    "UPDATE deliveries SET state = $2, last_error = $3,"
+    " provider_ref = coalesce($4, provider_ref),"
+    " next_attempt_at = CASE WHEN $5::float8 IS NULL THEN next_attempt_at"
+    "   ELSE now() + make_interval(secs => $5::float8) END,"
     " lease_until = NULL, updated_at = now()"
-    " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::float8[])"
-    "   AS o(id, state, error, provider_ref, retry_in)"
-    " WHERE d.id = o.id AND d.state NOT IN ('delivered', 'sent')")
+    " WHERE id = $1 AND state NOT IN ('delivered', 'sent')")
 
 
 class NotifyRepository:
@@ -207,9 +209,8 @@ class NotifyRepository:
         """(delivery, new state, error, provider ref, retry in seconds) for many at once."""
         if not outcomes:
             return
-        await self.pool.execute(_SETTLE, *as_columns(
-            [(d.id, state, error, ref, retry_in) for d, state, error, ref, retry_in in outcomes],
-            5))
+        await self.pool.executemany(_SETTLE, [
+            (d.id, state, error, ref, retry_in) for d, state, error, ref, retry_in in outcomes])
 
     # ------------------------------------------------------------------ documents
 

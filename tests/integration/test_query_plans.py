@@ -10,17 +10,21 @@ plan)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
 
 from petitions.infra.batching import HEADS_SQL, HISTORIES_SQL
+from petitions.infra.projection import _CURRENT_SUMMARIES
+from services.intake.matching import SCREEN_SQL
 from services.intake.queries import listing_query
 from services.notify.recorder import _STALE_HISTORIES
+from services.notify.repository import _SETTLE
 
 pytestmark = pytest.mark.integration
 
@@ -29,10 +33,11 @@ CASES = 2_000
 
 
 @contextlib.asynccontextmanager
-async def scratch_copy(test_env, table: str, fill: str, *, analysed: bool
-                       ) -> AsyncIterator[asyncpg.Connection]:
+async def scratch_copy(test_env, table: str, fill: str, *, analysed: bool,
+                       public_too: bool = False) -> AsyncIterator[asyncpg.Connection]:
     """A connection whose search path is a schema of its own holding a copy of `table`
-    (indexes included), filled by `fill` (`{table}` names the copy); analysed, or never."""
+    (indexes included), filled by `fill` (`{table}` names the copy); analysed, or never.
+    With `public_too`, the other tables are found in public."""
     schema = f"plan_probe_{uuid4().hex[:8]}"
     copy = f"{schema}.{table}"
     conn = await asyncpg.connect(test_env.postgres_dsn)
@@ -43,7 +48,7 @@ async def scratch_copy(test_env, table: str, fill: str, *, analysed: bool
         await conn.execute(fill.format(table=copy))
         if analysed:
             await conn.execute(f"ANALYZE {copy}")
-        await conn.execute(f"SET search_path TO {schema}")
+        await conn.execute(f"SET search_path TO {schema}{', public' if public_too else ''}")
         yield conn
     finally:
         await conn.execute("RESET search_path")
@@ -182,3 +187,85 @@ async def test_a_page_of_a_listing_reads_about_a_page(summaries, prefix, status,
         r["registered_position"] for r in expected]
     for mode, n in (await rows_read(summaries, statement, *args)).items():
         assert n <= bound, f"{mode}: {n} rows read for a page of {PAGE}"
+
+
+# ---------------------------------------------------------------- plans made on a new database
+#
+# A pooled connection keeps the plan it made of a statement on first running it; on a new
+# database (a deployment's first minutes, until autovacuum analyses the tables) that plan was
+# made for an empty table, and a plan that scans or hashes the whole table is cheap there.
+# Each statement below is planned on an empty copy, then run after the copy has filled: it
+# must still read about what it returns.
+
+EVENTS_FILL = ("INSERT INTO {table} "
+               "(originator_id, originator_version, topic, state, notification_id) "
+               "SELECT md5(i::text)::uuid, v, 'petitions.domain.case:Case.Event', "
+               "convert_to(repeat('x', 400), 'UTF8'), i * 4 + v "
+               f"FROM generate_series(1, {CASES}) i, generate_series(1, 4) v")
+SUMMARIES_FILL = ("INSERT INTO {table} (case_id, case_number, division, status, category, "
+                  "channel, registered_at, registered_position, version, summary, "
+                  "petitioner_key, content_digest) "
+                  "SELECT md5(i::text)::uuid, 'n' || i, '330106', 'accepted', 'appeal', "
+                  "'letter', now(), i, 1, '{{\"subject\": \"s\"}}', 'key' || i, 'digest' || i "
+                  f"FROM generate_series(1, {SUMMARIES}) i")
+DELIVERIES_FILL = ("INSERT INTO {table} (event_id, recipient, channel, id, case_id, "
+                   "trigger_version, division, kind, party, document_ids, state) "
+                   "SELECT 'e' || i, 'unit', 'webhook', md5(i::text)::uuid, "
+                   "md5(i::text)::uuid, 1, '330106', 'assignment', 'unit', '{{}}', 'sending' "
+                   f"FROM generate_series(1, {SUMMARIES}) i")
+
+
+def _case_ids(n: int, first: int = 1) -> list[Any]:
+    return [UUID(hashlib.md5(str(i).encode()).hexdigest()) for i in range(first, first + n)]
+
+
+def _screen_args(key: str, digest: str, request_id: Any) -> list[Any]:
+    return [key, "appeal", "s", digest, ["closed"], "330106", 2026, False, request_id]
+
+
+# (table, its fill, statement, its arguments, the most rows it may read)
+GROWN = {
+    "notify re-reads moved cases": (
+        "cases_events", EVENTS_FILL, _STALE_HISTORIES,
+        [_case_ids(40), [3] * 20 + [None] * 20], 40 * 4 * 3),
+    "a batch's histories": ("cases_events", EVENTS_FILL, HISTORIES_SQL, [_case_ids(40)],
+                            40 * 4 * 3),
+    "a batch's heads": ("cases_events", EVENTS_FILL, HEADS_SQL, [_case_ids(40)], 40 * 4 * 3),
+    "screening a retried request": (
+        "cases_events", EVENTS_FILL, SCREEN_SQL, _screen_args("", "d", uuid4()), 10),
+    "screening a petition for a match": (
+        "case_summaries", SUMMARIES_FILL, SCREEN_SQL, _screen_args("key7", "digest9", None),
+        10),
+    "the projection's summaries of a batch": (
+        "case_summaries", SUMMARIES_FILL, _CURRENT_SUMMARIES, [_case_ids(40)], 40 * 3),
+    "notify settles a delivery": (
+        "deliveries", DELIVERIES_FILL, _SETTLE,
+        [_case_ids(1)[0], "delivered", None, "ref", None], 3),
+}
+
+
+@pytest.mark.parametrize("name", GROWN)
+async def test_a_plan_made_on_an_empty_table_stays_a_lookup(test_env, name) -> None:
+    table, fill, sql, args, bound = GROWN[name]
+    async with scratch_copy(test_env, table, "SELECT 1", analysed=False,
+                            public_too=True) as conn:
+        await conn.execute(f"PREPARE probe AS {sql}")
+        try:
+            call = f"EXECUTE probe({', '.join(await _literals(conn, args))})"
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            await conn.execute(call)  # the generic plan is made now, on the empty table
+            await conn.execute(fill.format(table=f"{table}"))
+            [plan] = await conn.fetchrow(f"EXPLAIN (ANALYZE, FORMAT JSON) {call}")
+        finally:
+            await conn.execute("RESET plan_cache_mode")
+            await conn.execute("DEALLOCATE probe")
+    read = _scanned(json.loads(plan)[0]["Plan"])
+    assert read <= bound, f"{name}: {read} rows read\n{plan}"
+
+
+async def _literals(conn: asyncpg.Connection, args: list[Any]) -> list[str]:
+    """The prepared `probe`'s arguments written as typed literals."""
+    types = await conn.fetchval(
+        "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = 'probe'")
+    return [await conn.fetchval(f"SELECT quote_nullable($1::{t}::text) || '::{t}'", a)
+            for t, a in zip(types, args, strict=True)]
