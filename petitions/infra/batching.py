@@ -219,9 +219,9 @@ async def decide_and_append(
                          tuple[dict[UUID, Any], dict[UUID, BaseException]]],
         append: Callable[[dict[UUID, Any], dict[UUID, contextvars.Context]], Awaitable[None]],
         attempts: int = 20) -> tuple[dict[UUID, Any], dict[int, BaseException]]:
-    """The batch's cases read in one query, decided (`decide`, in a thread when the batch is large) and appended in
-    one transaction (`append`, e.g. `CaseStore.save_async`, each case in the context of its
-    first message).
+    """The batch's cases read in one query, decided (`decide`; in a thread when the batch
+    is large) and appended in one transaction (`append`, e.g. `CaseStore.save_async`, each
+    case in the context of its first message).
     The few cases another writer appended to meanwhile are decided again first; a write
     conflict all the same stores nothing, and the batch is decided again on fresh state.
     Returns what was decided and appended, and the failures by delivery (every delivery

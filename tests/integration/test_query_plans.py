@@ -30,6 +30,11 @@ pytestmark = pytest.mark.integration
 
 # 8,000 events: a plain join of the batch's ids was planned as a hash join over all of them
 CASES = 2_000
+EVENTS_FILL = ("INSERT INTO {table} "
+               "(originator_id, originator_version, topic, state, notification_id) "
+               "SELECT md5(i::text)::uuid, v, 'petitions.domain.case:Case.Event', "
+               "convert_to(repeat('x', 400), 'UTF8'), i * 4 + v "
+               f"FROM generate_series(1, {CASES}) i, generate_series(1, 4) v")
 
 
 @contextlib.asynccontextmanager
@@ -59,12 +64,7 @@ async def scratch_copy(test_env, table: str, fill: str, *, analysed: bool,
 @pytest.fixture
 async def unanalysed(test_env) -> AsyncIterator[tuple[asyncpg.Connection, list[Any]]]:
     """A copy of the event table, filled and never analysed; and some of its case ids."""
-    fill = ("INSERT INTO {table} "
-            "(originator_id, originator_version, topic, state, notification_id) "
-            "SELECT md5(i::text)::uuid, v, 'petitions.domain.case:Case.Event', "
-            "convert_to(repeat('x', 400), 'UTF8'), i * 4 + v "
-            f"FROM generate_series(1, {CASES}) i, generate_series(1, 4) v")
-    async with scratch_copy(test_env, "cases_events", fill, analysed=False) as conn:
+    async with scratch_copy(test_env, "cases_events", EVENTS_FILL, analysed=False) as conn:
         ids = [r[0] for r in await conn.fetch(
             "SELECT DISTINCT originator_id FROM cases_events LIMIT 40")]
         yield conn, ids
@@ -80,10 +80,7 @@ async def explain(conn: asyncpg.Connection, mode: str, options: str, sql: str,
     those values only, never generically)."""
     await conn.execute(f"PREPARE probe AS {sql}")
     try:
-        types = await conn.fetchval(
-            "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = 'probe'")
-        literals = [await conn.fetchval(f"SELECT quote_nullable($1::{t}::text) || '::{t}'", a)
-                    for t, a in zip(types, args, strict=True)]
+        literals = await _literals(conn, list(args))
         await conn.execute(f"SET plan_cache_mode = {mode}")
         return await conn.fetch(f"EXPLAIN {options} EXECUTE probe({', '.join(literals)})")
     finally:
@@ -198,11 +195,6 @@ async def test_a_page_of_a_listing_reads_about_a_page(summaries, prefix, status,
 # Each statement below is planned on an empty copy, then run after the copy has filled: it
 # must still read about what it returns.
 
-EVENTS_FILL = ("INSERT INTO {table} "
-               "(originator_id, originator_version, topic, state, notification_id) "
-               "SELECT md5(i::text)::uuid, v, 'petitions.domain.case:Case.Event', "
-               "convert_to(repeat('x', 400), 'UTF8'), i * 4 + v "
-               f"FROM generate_series(1, {CASES}) i, generate_series(1, 4) v")
 SUMMARIES_FILL = ("INSERT INTO {table} (case_id, case_number, division, status, category, "
                   "channel, registered_at, registered_position, version, summary, "
                   "petitioner_key, content_digest) "
