@@ -42,6 +42,15 @@ class Screening:
 # stored is its newest version (an aggregate: an index lookup): as an EXISTS, a plan made
 # while the log was small read the log from the start until it found the case.
 #
+# The petitioner and the content are matched as a range (`>= $1 AND <= $1`) and ordered by
+# that column first, not by `= $1`: the pool's plans are generic, and a generic plan estimates
+# `= $1` from the column's number of distinct values. With few petitioners or few contents in
+# the table (a campaign of identical letters), `=` looked like it matched most cases, so the
+# plan walked every case in registration order for the first match: for a petition matching
+# nothing, a read of the whole table per registration. A range has a fixed estimate, and the
+# ordering can then come only from the (column, registered_position) index: a lookup reads
+# at most the cases of that petitioner or that content.
+#
 # The statement commits without waiting for the WAL flush (`UNFLUSHED`): the number it takes
 # is a row lock on the county's counter, held until commit, so every registration of a county
 # waited for the flushes of all before it. A crash can lose only numbers that no stored case
@@ -56,22 +65,24 @@ WITH stored AS (
     UNION ALL SELECT 1 FROM registration_links WHERE request_id = $9::uuid
 ), repeat AS (
     SELECT case_id FROM case_summaries
-     WHERE $1 <> '' AND petitioner_key = $1 AND category = $2 AND summary->>'subject' = $3
-       AND NOT (status = ANY($5::text[]))
-     ORDER BY registered_position DESC LIMIT 1
+     WHERE $1 <> '' AND petitioner_key >= $1 AND petitioner_key <= $1
+       AND category = $2 AND summary->>'subject' = $3 AND NOT (status = ANY($5::text[]))
+     ORDER BY petitioner_key, registered_position DESC LIMIT 1
 ), duplicate AS (
     SELECT case_id FROM case_summaries
-     WHERE NOT EXISTS (SELECT 1 FROM repeat) AND content_digest = $4
+     WHERE NOT EXISTS (SELECT 1 FROM repeat)
+       AND content_digest >= $4 AND content_digest <= $4
        AND NOT (status = ANY($5::text[]))
-     ORDER BY registered_position LIMIT 1
+     ORDER BY content_digest DESC, registered_position LIMIT 1
 ), open_match AS (
     SELECT case_id FROM repeat UNION ALL SELECT case_id FROM duplicate
 ), terminated AS (
     SELECT case_id FROM case_summaries
      WHERE $1 <> '' AND NOT EXISTS (SELECT 1 FROM open_match)
-       AND petitioner_key = $1 AND category = $2 AND summary->>'subject' = $3
+       AND petitioner_key >= $1 AND petitioner_key <= $1
+       AND category = $2 AND summary->>'subject' = $3
        AND (status = 'terminated' OR (summary->'re_review'->>'issued_on') IS NOT NULL)
-     ORDER BY registered_position DESC LIMIT 1
+     ORDER BY petitioner_key, registered_position DESC LIMIT 1
 ), number AS (
     INSERT INTO case_numbers (county, year, last_seq)
     SELECT $6::text, $7::int, 1

@@ -94,13 +94,14 @@ async def plans(conn: asyncpg.Connection, sql: str, *args: Any) -> dict[str, str
             for mode in MODES}
 
 
-async def rows_read(conn: asyncpg.Connection, sql: str, *args: Any) -> dict[str, int]:
-    """How many rows the statement's scans touched when run (those returned plus those
-    filtered out), custom and generic."""
+async def rows_read(conn: asyncpg.Connection, sql: str, *args: Any,
+                    relation: str | None = None) -> dict[str, int]:
+    """How many rows the statement's scans (of `relation` only, when given) touched when run
+    (those returned plus those filtered out), custom and generic."""
     out = {}
     for mode in MODES:
         rows = await explain(conn, mode, "(ANALYZE, FORMAT JSON)", sql, *args)
-        out[mode] = _scanned(json.loads(rows[0][0])[0]["Plan"])
+        out[mode] = _scanned(json.loads(rows[0][0])[0]["Plan"], relation)
     return out
 
 
@@ -263,3 +264,42 @@ async def _literals(conn: asyncpg.Connection, args: list[Any]) -> list[str]:
         "SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = 'probe'")
     return [await conn.fetchval(f"SELECT quote_nullable($1::{t}::text) || '::{t}'", a)
             for t, a in zip(types, args, strict=True)]
+
+
+# ------------------------------------------------------------ screening, whatever the statistics
+#
+# A generic plan estimates `column = $1` from the column's number of distinct values. When few
+# petitioners or few contents make up the table (a campaign of identical letters), `=` was
+# estimated to match most rows, and the plan walked every case in registration order for one
+# that matched: for a petition matching nothing, a read of the whole table per registration.
+
+
+def _skewed_fill(petitioners: int, contents: int) -> str:
+    return ("INSERT INTO {table} (case_id, case_number, division, status, category, channel, "
+            "registered_at, registered_position, version, summary, petitioner_key, "
+            "content_digest) "
+            "SELECT md5(i::text)::uuid, 'n' || i, '330106', "
+            "CASE WHEN i % 3 = 0 THEN 'closed' ELSE 'accepted' END, 'appeal', 'letter', "
+            "now(), i, 1, '{{\"subject\": \"s\"}}', "
+            f"'key' || (i % {petitioners}), 'digest' || (i % {contents}) "
+            f"FROM generate_series(1, {SUMMARIES}) i")
+
+
+@pytest.mark.parametrize("petitioners, contents", [
+    (2, 2), (7, 10), (1, SUMMARIES), (SUMMARIES, 1), (SUMMARIES, SUMMARIES)])
+async def test_screening_reads_only_the_cases_it_could_match(test_env, petitioners,
+                                                             contents) -> None:
+    async with scratch_copy(test_env, "case_summaries", _skewed_fill(petitioners, contents),
+                            analysed=True, public_too=True) as conn:
+        for key, digest in (("nokey", "nodigest"), ("", "nodigest"), ("key1", "nodigest"),
+                            ("nokey", "digest1"), ("key1", "digest1")):
+            sharing = await conn.fetchval(
+                "SELECT count(*) FILTER (WHERE petitioner_key = $1) "
+                "+ count(*) FILTER (WHERE content_digest = $2) FROM case_summaries",
+                key, digest)
+            args = _screen_args(key, digest, None)
+            read = await rows_read(conn, SCREEN_SQL, *args, relation="case_summaries")
+            for mode, n in read.items():
+                assert n <= sharing, (
+                    f"{mode}, petitioner {key!r}, content {digest!r}: {n} rows read; "
+                    f"{sharing} share the petitioner or the content")
