@@ -36,14 +36,14 @@ migrate: $(GEN_STAMP)
 
 # The whole suite but the slow fault-injection tests (`make test-faults`).
 test: $(GEN_STAMP)
-	$(PY) -m pytest -q -m "not slow and not stateful_fuzz"
+	$(PY) -m pytest -q -m "not slow"
 
 test-domain: $(GEN_STAMP)
 	$(PY) -m pytest -q tests/domain tests/test_proto_roundtrip.py
 
 # The integration and end-to-end tests against servers named by POSTGRES_DSN and NATS_URL.
 test-external: $(GEN_STAMP)
-	$(PY) -m pytest -q -m "(integration or e2e) and not slow and not stateful_fuzz"
+	$(PY) -m pytest -q -m "(integration or e2e) and not slow"
 
 clean:
 	rm -rf gen .pytest_cache
