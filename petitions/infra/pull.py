@@ -93,6 +93,14 @@ class Puller:
         more, _ = await self._request(batch - 1, no_wait=True)
         return first + more
 
+    async def take(self, batch: int) -> list[Any]:
+        """Up to `batch` messages the consumer has now; never waits for one to arrive."""
+        msgs = self._take_arrived(batch)
+        if len(msgs) < batch:
+            more, _ = await self._request(batch - len(msgs), no_wait=True)
+            msgs += more
+        return msgs
+
     def _take_arrived(self, limit: int) -> list[Any]:
         """Messages already here (late answers to an earlier request); statuses dropped."""
         out = []

@@ -202,3 +202,39 @@ async def test_cases_appended_to_after_they_were_read_are_named_before_the_appen
     assert CONFLICTS.labels("deadlines")._value.get() == conflicts
     for c in cases:
         assert types(store, c.id)["ClockStarted"] == 1
+
+
+async def test_a_lingering_consumer_takes_what_came_meanwhile_into_the_same_batch(bus):
+    # An event type of this test's own, so the stream's other messages are not ours.
+    event_type = f"LingerProbe{uuid.uuid4().hex[:8]}"
+    batches: list[list[str]] = []
+
+    async def record(batch):
+        batches.append([d.message.event_id for d in batch])
+        return {}
+
+    consumer = BatchConsumer(bus, f"linger-{uuid.uuid4().hex[:8]}", [event_type], record,
+                             service="test", linger=1.0)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stopping))
+
+    async def publish(i: int) -> None:
+        case_id = str(uuid.uuid4())
+        await bus.publish(event_type, f"probe-{i}", {
+            "event_id": f"probe-{i}", "case_id": case_id, "version": 1, "type": event_type,
+            "data": {}})
+
+    try:
+        await asyncio.sleep(0.3)  # the consumer is idle, waiting for a first message
+        await publish(0)
+        await asyncio.sleep(0.1)  # it has the first and lingers: these come meanwhile
+        for i in range(1, 5):
+            await publish(i)
+        for _ in range(100):
+            if sum(map(len, batches)) >= 5:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        stopping.set()
+        await task
+    assert batches == [[f"probe-{i}" for i in range(5)]]

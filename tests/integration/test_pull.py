@@ -75,6 +75,21 @@ async def test_nothing_there_returns_nothing_once_the_wait_is_over(bus):
         assert await puller.fetch(10, wait=0.2) == []
 
 
+async def test_take_returns_what_is_there_and_never_waits_for_more(bus):
+    durable, subject = await _consumer(bus)
+    async with _pulling(bus, durable) as puller:
+        # Nothing there: an empty answer, not a wait for the next message (the 20 s bound
+        # only tells "returned" from "waiting for a message that never comes").
+        assert await asyncio.wait_for(puller.take(10), 20) == []
+        await _publish(bus, subject, 4)
+        first = await asyncio.wait_for(puller.take(3), 20)
+        rest = await asyncio.wait_for(puller.take(3), 20)
+        assert [m.data for m in first] == [b"m0", b"m1", b"m2"]
+        assert [m.data for m in rest] == [b"m3"]
+        for m in first + rest:
+            await m.ack()
+
+
 async def test_a_nakd_message_comes_again_and_an_acked_one_does_not(bus):
     durable, subject = await _consumer(bus)
     await _publish(bus, subject, 2)
