@@ -406,6 +406,19 @@ ALTER FUNCTION cases_append(uuid[], bigint[], text[], bytea[], uuid[], bigint[],
 ALTER FUNCTION cases_append(stored_event_uuid[], uuid[], bigint[], text[], int)
     SET plan_cache_mode = force_generic_plan;
 """),
+    (13, "the duplicate lookup reads open cases only", """
+-- A new petition joins the oldest open case with its content (services/intake/matching.py,
+-- SCREEN_SQL). Through an index of every case with that content, a content shared by many
+-- closed cases (a campaign of identical letters, each batch closed or not accepted) had
+-- every one of them read and discarded on each registration. This index holds open cases
+-- only: the lookup reads at most the one it returns. Its predicate is the lookup's, word for
+-- word (CLOSED_STATUSES, sorted; a test holds them equal), so the planner can use it.
+CREATE INDEX IF NOT EXISTS case_summaries_open_content_idx
+    ON case_summaries (content_digest, registered_position DESC)
+    WHERE status NOT IN ('archived', 'closed', 'not_accepted', 'not_accepted_again',
+                         'terminated', 'withdrawn');
+DROP INDEX IF EXISTS case_summaries_content_idx;
+"""),
 ]
 
 

@@ -31,6 +31,11 @@ class Screening:
     seq: int | None = None
 
 
+# The statuses of closed cases as SQL literals: a partial index of open cases (migration 13)
+# is used only where the statement's own condition implies the index's, so the duplicate
+# lookup states it with these constants, not a parameter.
+CLOSED_STATUSES_SQL = ", ".join(f"'{status}'" for status in sorted(CLOSED_STATUSES))
+
 # The idempotent-retry check, `find`, `terminated_matter` and the case-number upsert in one
 # statement: one round trip and one pool checkout per registration instead of up to six (on
 # a busy intake the client-side cost of each query is what limits throughput). The same
@@ -72,7 +77,7 @@ WITH stored AS (
     SELECT case_id FROM case_summaries
      WHERE NOT EXISTS (SELECT 1 FROM repeat)
        AND content_digest >= $4 AND content_digest <= $4
-       AND NOT (status = ANY($5::text[]))
+       AND status NOT IN ({CLOSED_STATUSES_SQL})
      ORDER BY content_digest DESC, registered_position LIMIT 1
 ), open_match AS (
     SELECT case_id FROM repeat UNION ALL SELECT case_id FROM duplicate

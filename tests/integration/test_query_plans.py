@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID, uuid4
@@ -19,6 +20,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
+from petitions.domain.matching import CLOSED_STATUSES
 from petitions.infra.batching import HEADS_SQL, HISTORIES_SQL
 from petitions.infra.projection import _CURRENT_SUMMARIES
 from services.intake.matching import SCREEN_SQL
@@ -214,7 +216,8 @@ def _case_ids(n: int, first: int = 1) -> list[Any]:
 
 
 def _screen_args(key: str, digest: str, request_id: Any) -> list[Any]:
-    return [key, "appeal", "s", digest, ["closed"], "330106", 2026, False, request_id]
+    return [key, "appeal", "s", digest, sorted(CLOSED_STATUSES), "330106", 2026, False,
+            request_id]
 
 
 # (table, its fill, statement, its arguments, the most rows it may read)
@@ -303,3 +306,48 @@ async def test_screening_reads_only_the_cases_it_could_match(test_env, petitione
                 assert n <= sharing, (
                     f"{mode}, petitioner {key!r}, content {digest!r}: {n} rows read; "
                     f"{sharing} share the petitioner or the content")
+
+
+# ------------------------------------------------------------ a campaign of identical letters
+#
+# Each batch of a campaign is closed (or not accepted) and the next letters open a new case:
+# thousands of closed cases share one content. The duplicate lookup wants an open one only.
+
+CAMPAIGN_FILL = ("INSERT INTO {table} (case_id, case_number, division, status, category, "
+                 "channel, registered_at, registered_position, version, summary, "
+                 "petitioner_key, content_digest) "
+                 "SELECT md5(i::text)::uuid, 'n' || i, '330106', "
+                 "CASE WHEN i % 2 = 0 THEN 'closed' ELSE 'not_accepted' END, 'appeal', "
+                 "'letter', now(), i, 1, '{{\"subject\": \"s\"}}', 'key' || i, 'campaign' "
+                 f"FROM generate_series(1, {SUMMARIES}) i")
+
+
+async def test_a_content_shared_by_many_closed_cases_reads_only_open_ones(test_env) -> None:
+    async with scratch_copy(test_env, "case_summaries", CAMPAIGN_FILL, analysed=True,
+                            public_too=True) as conn:
+        args = _screen_args("nokey", "campaign", None)
+        assert (await conn.fetchrow(SCREEN_SQL, *args))["duplicate"] is None
+        for mode, n in (await rows_read(conn, SCREEN_SQL, *args,
+                                        relation="case_summaries")).items():
+            assert n <= 1, f"{mode}: {n} closed cases read to find no open one"
+        # One of them is open again: it is found, and it is all that is read.
+        await conn.execute("UPDATE case_summaries SET status = 'accepted' "
+                           "WHERE registered_position = $1", SUMMARIES // 2)
+        await conn.execute("ANALYZE case_summaries")
+        found = (await conn.fetchrow(SCREEN_SQL, *args))["duplicate"]
+        assert found == _case_ids(1, first=SUMMARIES // 2)[0]
+        for mode, n in (await rows_read(conn, SCREEN_SQL, *args,
+                                        relation="case_summaries")).items():
+            assert n <= 1, f"{mode}: {n} rows read to find the one open case"
+
+
+async def test_the_open_case_index_states_the_closed_statuses_of_the_domain(test_env) -> None:
+    conn = await asyncpg.connect(test_env.postgres_dsn)
+    try:
+        definition = await conn.fetchval(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'case_summaries_open_content_idx'")
+    finally:
+        await conn.close()
+    assert definition is not None
+    predicate = definition.split(" WHERE ", 1)[1]
+    assert set(re.findall(r"'([a-z_]+)'", predicate)) == set(CLOSED_STATUSES)
