@@ -23,7 +23,7 @@ from petitions.infra.batching import (
     load_histories,
     moved_since_read,
 )
-from petitions.infra.bus import BusMessage
+from petitions.infra.bus import Bus, BusMessage
 from petitions.infra.relay import Relay
 from petitions.infra.store import CaseStore
 from services.deadlines.engine import ClockEngine
@@ -205,24 +205,26 @@ async def test_cases_appended_to_after_they_were_read_are_named_before_the_appen
 
 
 async def test_a_lingering_consumer_takes_what_came_meanwhile_into_the_same_batch(bus):
-    # An event type of this test's own, so the stream's other messages are not ours.
-    event_type = f"LingerProbe{uuid.uuid4().hex[:8]}"
+    # A stream of this test's own: only its messages are there to fetch, whatever other
+    # tests published and whether the server applies a consumer's subject filters.
+    tag = uuid.uuid4().hex[:8]
+    own = Bus(bus.nc, f"LINGER_{tag.upper()}", f"linger{tag}")
+    await own.ensure_stream()
     batches: list[list[str]] = []
 
     async def record(batch):
         batches.append([d.message.event_id for d in batch])
         return {}
 
-    consumer = BatchConsumer(bus, f"linger-{uuid.uuid4().hex[:8]}", [event_type], record,
-                             service="test", linger=1.0)
+    consumer = BatchConsumer(own, "linger", ["Registered"], record, service="test",
+                             linger=1.0)
     stopping = asyncio.Event()
     task = asyncio.create_task(consumer.run(stopping))
 
     async def publish(i: int) -> None:
-        case_id = str(uuid.uuid4())
-        await bus.publish(event_type, f"probe-{i}", {
-            "event_id": f"probe-{i}", "case_id": case_id, "version": 1, "type": event_type,
-            "data": {}})
+        await own.publish("Registered", f"probe-{i}", {
+            "event_id": f"probe-{i}", "case_id": str(uuid.uuid4()), "version": 1,
+            "type": "Registered", "data": {}})
 
     try:
         await asyncio.sleep(0.3)  # the consumer is idle, waiting for a first message
@@ -237,4 +239,5 @@ async def test_a_lingering_consumer_takes_what_came_meanwhile_into_the_same_batc
     finally:
         stopping.set()
         await task
+        await own.js.delete_stream(own.stream)
     assert batches == [[f"probe-{i}" for i in range(5)]]
