@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -64,6 +66,27 @@ class Delivery:
         return self.message.case_id
 
 
+class FetchRate:
+    """Messages fetched per second over the last `window_s` seconds."""
+
+    def __init__(self, window_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.window_s = window_s
+        self.clock = clock
+        self._counts: deque[tuple[float, int]] = deque()
+        self._total = 0
+
+    def add(self, n: int) -> None:
+        self._counts.append((self.clock(), n))
+        self._total += n
+
+    def per_second(self) -> float:
+        horizon = self.clock() - self.window_s
+        while self._counts and self._counts[0][0] < horizon:
+            self._total -= self._counts.popleft()[1]
+        return self._total / self.window_s
+
+
 # Handles a batch; returns the failures (delivery index -> exception). Every delivery not
 # named is acked: the handler must have committed its effect before returning.
 BatchHandler = Callable[[Sequence[Delivery]], Awaitable[dict[int, BaseException]]]
@@ -73,25 +96,39 @@ class BatchConsumer(Consumer):
     """A durable pull consumer whose handler takes each fetched batch whole."""
 
     def __init__(self, bus: Any, durable: str, event_types: list[str],
-                 handler: BatchHandler, *, linger: float = 0.0, **options: Any) -> None:
+                 handler: BatchHandler, *, linger: float = 0.0, linger_when_quiet: bool = True,
+                 **options: Any) -> None:
         options.setdefault("batch", 100)
         super().__init__(bus, durable, event_types, _unused, **options)
         self.batch_handler = handler
         # After a short fetch, wait this long and take what arrived meanwhile into the same
         # batch: fewer, larger transactions. At a moderate rate a consumer that takes each
         # message as it comes pays a read, an append and an ack exchange for nearly every
-        # event; lingering ~20 ms cut the whole pipeline's CPU per petition by about a
+        # event; lingering 20 ms cut the whole pipeline's CPU per petition by about a
         # quarter at 200 petitions/s. Under a backlog fetches are full and nobody lingers.
         self.linger = linger
+        # False: linger only when the last second's rate says another message should come
+        # within the linger. On a quiet stream a linger gathers nothing and only delays
+        # (a notice at 25 petitions/s took 49 ms instead of 8).
+        self.linger_when_quiet = linger_when_quiet
+        self._fetched = FetchRate()
 
     async def _pull(self, puller: Puller, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             msgs = await self._fetch(puller)
             if not msgs:
                 continue
-            if self.linger and len(msgs) < self.batch:
-                msgs += await self._more(puller, self.batch - len(msgs))
+            self._fetched.add(len(msgs))
+            if self._lingers(len(msgs)):
+                more = await self._more(puller, self.batch - len(msgs))
+                self._fetched.add(len(more))
+                msgs += more
             await self._handle_batch(msgs)
+
+    def _lingers(self, fetched: int) -> bool:
+        if not self.linger or fetched >= self.batch:
+            return False
+        return self.linger_when_quiet or self._fetched.per_second() * self.linger >= 1.0
 
     async def _more(self, puller: Puller, n: int) -> list[Any]:
         await asyncio.sleep(self.linger)

@@ -82,7 +82,8 @@ class RoutingSettings(CommonSettings):
     rules_file: Path = Field(REPO_ROOT / "config" / "routing-rules.json", alias="ROUTING_RULES_FILE")
     # How often a replica checks whether another one published a configuration change.
     config_poll_s: float = Field(2.0, alias="ROUTING_CONFIG_POLL_S", gt=0)
-    # After a short fetch, how long to wait for more petitions to route in the same batch.
+    # After a short fetch on a busy stream, how long to wait for more petitions to route in
+    # the same batch (on a quiet one, none).
     consumer_linger_s: float = Field(0.02, alias="ROUTING_CONSUMER_LINGER_S", ge=0, le=5)
 
 

@@ -33,7 +33,8 @@ class NotifyServiceSettings(NotifySettings):
     retry_cap_s: float = Field(600.0, alias="NOTIFY_RETRY_CAP_S")
     poll_s: float = Field(0.5, alias="NOTIFY_POLL_S")
     send_concurrency: int = Field(128, alias="NOTIFY_SEND_CONCURRENCY")
-    # After a short fetch of events, how long to wait for more to plan in the same batch.
+    # After a short fetch of events on a busy stream, how long to wait for more to plan in
+    # the same batch (on a quiet one, none).
     consumer_linger_s: float = Field(0.02, alias="NOTIFY_CONSUMER_LINGER_S", ge=0, le=5)
     # How long the recorder waits for more outcomes before appending a batch of them.
     record_linger_s: float = Field(0.02, alias="NOTIFY_RECORD_LINGER_S")

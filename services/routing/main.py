@@ -51,7 +51,8 @@ def main() -> None:
         handler = RoutingHandler(runtime.store, holder.router, holder.directory(), utc_now,
                                  runtime.pool)
         consume_batches(runtime, "routing", ["Registered", "TransferredToJurisdiction"],
-                        handler.on_batch, linger=settings.consumer_linger_s)
+                        handler.on_batch, linger=settings.consumer_linger_s,
+                        linger_when_quiet=False)
         runtime.spawn(follow_configuration(runtime, holder, handler, settings.config_poll_s),
                       "configuration")
         mount_routing_routes(app, runtime.store, holder, utc_now,

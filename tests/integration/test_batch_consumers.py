@@ -241,3 +241,73 @@ async def test_a_lingering_consumer_takes_what_came_meanwhile_into_the_same_batc
         await task
         await own.js.delete_stream(own.stream)
     assert batches == [[f"probe-{i}" for i in range(5)]]
+
+
+async def _own_stream(bus) -> Bus:
+    tag = uuid.uuid4().hex[:8]
+    own = Bus(bus.nc, f"LINGER_{tag.upper()}", f"linger{tag}")
+    await own.ensure_stream()
+    return own
+
+
+async def _probe(own: Bus, name: str) -> None:
+    await own.publish("Registered", name, {
+        "event_id": name, "case_id": str(uuid.uuid4()), "version": 1, "type": "Registered",
+        "data": {}})
+
+
+async def _batches_of(own: Bus, linger: float, publishing) -> list[list[str]]:
+    """The batches a consumer that lingers only on a busy stream hands over while
+    `publishing(own)` runs (all of it handled)."""
+    batches: list[list[str]] = []
+
+    async def record(batch):
+        batches.append([d.message.event_id for d in batch])
+        return {}
+
+    consumer = BatchConsumer(own, "linger", ["Registered"], record, service="test",
+                             linger=linger, linger_when_quiet=False)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stopping))
+    try:
+        await asyncio.sleep(0.3)  # the consumer is idle, waiting for a first message
+        total = await publishing(own)
+        for _ in range(100):
+            if sum(map(len, batches)) >= total:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        stopping.set()
+        await task
+        await own.js.delete_stream(own.stream)
+    return batches
+
+
+async def test_on_a_quiet_stream_a_message_is_handled_without_lingering(bus):
+    async def publishing(own: Bus) -> int:
+        await _probe(own, "quiet-0")
+        await asyncio.sleep(0.3)  # a consumer that lingered 0.5 s would take these with it
+        for i in range(1, 3):
+            await _probe(own, f"quiet-{i}")
+        return 3
+
+    batches = await _batches_of(await _own_stream(bus), 0.5, publishing)
+    assert batches[0] == ["quiet-0"]
+    assert sorted(sum(batches, [])) == ["quiet-0", "quiet-1", "quiet-2"]
+
+
+async def test_on_a_busy_stream_a_short_fetch_lingers_for_what_comes_next(bus):
+    async def publishing(own: Bus) -> int:
+        for i in range(10):  # ten in the last second: one is expected within the linger
+            await _probe(own, f"busy-{i:02d}")
+        await asyncio.sleep(0.6)  # they are handled (lingering 0.4 s at most), not forgotten
+        await _probe(own, "late-0")
+        await asyncio.sleep(0.1)  # the consumer has it and lingers: these come meanwhile
+        for i in range(1, 5):
+            await _probe(own, f"late-{i}")
+        return 15
+
+    batches = await _batches_of(await _own_stream(bus), 0.4, publishing)
+    assert [f"late-{i}" for i in range(5)] in batches
+    assert sorted(sum(batches, [])) == [f"busy-{i:02d}" for i in range(10)] + [
+        f"late-{i}" for i in range(5)]
