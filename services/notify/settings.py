@@ -34,8 +34,11 @@ class NotifyServiceSettings(NotifySettings):
     poll_s: float = Field(0.5, alias="NOTIFY_POLL_S")
     send_concurrency: int = Field(128, alias="NOTIFY_SEND_CONCURRENCY")
     # After a short fetch of events on a busy stream, how long to wait for more to plan in
-    # the same batch (on a quiet one, none).
-    consumer_linger_s: float = Field(0.02, alias="NOTIFY_CONSUMER_LINGER_S", ge=0, le=5)
+    # the same batch (on a quiet one, none). Off by default: notify is the end of the chain,
+    # and under a heavy stream over several replicas its fetches are short but frequent, so
+    # a linger would add its length to nearly every delivery for a few percent less CPU. At
+    # 200 petitions/s, 0.02 here (with routing's) took a further ~6% off the pipeline's CPU.
+    consumer_linger_s: float = Field(0.0, alias="NOTIFY_CONSUMER_LINGER_S", ge=0, le=5)
     # How long the recorder waits for more outcomes before appending a batch of them.
     record_linger_s: float = Field(0.02, alias="NOTIFY_RECORD_LINGER_S")
     instance_id: str = Field(f"{socket.gethostname()}:{os.getpid()}", alias="NOTIFY_INSTANCE_ID")
