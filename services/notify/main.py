@@ -100,8 +100,8 @@ def main() -> None:
         mount_routes(app, notifier, IdentityReads(runtime.pool), utc_now)
         await refresh_consumer_filter(runtime, "notify", list(TRIGGERS))
         # each pull of up to 64 is one batch: its cases are read with one query and its plans
-        # stored in one transaction, acked after that commit (a short pull on a busy stream
-        # waits `consumer_linger_s` for what comes next; on a quiet one it goes on at once).
+        # stored in one transaction, acked after that commit (with `consumer_linger_s` set, a
+        # short pull on a busy stream waits that long for what comes next).
         # Planning a batch holds the event loop (sends, the relay, recording wait): after a
         # stall, pulls of 256 held it for ~60 ms at a time and made the tail longer; 64
         # bounds that to ~15 ms.
