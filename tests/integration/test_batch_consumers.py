@@ -204,45 +204,6 @@ async def test_cases_appended_to_after_they_were_read_are_named_before_the_appen
         assert types(store, c.id)["ClockStarted"] == 1
 
 
-async def test_a_lingering_consumer_takes_what_came_meanwhile_into_the_same_batch(bus):
-    # A stream of this test's own: only its messages are there to fetch, whatever other
-    # tests published and whether the server applies a consumer's subject filters.
-    tag = uuid.uuid4().hex[:8]
-    own = Bus(bus.nc, f"LINGER_{tag.upper()}", f"linger{tag}")
-    await own.ensure_stream()
-    batches: list[list[str]] = []
-
-    async def record(batch):
-        batches.append([d.message.event_id for d in batch])
-        return {}
-
-    consumer = BatchConsumer(own, "linger", ["Registered"], record, service="test",
-                             linger=1.0)
-    stopping = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stopping))
-
-    async def publish(i: int) -> None:
-        await own.publish("Registered", f"probe-{i}", {
-            "event_id": f"probe-{i}", "case_id": str(uuid.uuid4()), "version": 1,
-            "type": "Registered", "data": {}})
-
-    try:
-        await asyncio.sleep(0.3)  # the consumer is idle, waiting for a first message
-        await publish(0)
-        await asyncio.sleep(0.1)  # it has the first and lingers: these come meanwhile
-        for i in range(1, 5):
-            await publish(i)
-        for _ in range(100):
-            if sum(map(len, batches)) >= 5:
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        stopping.set()
-        await task
-        await own.js.delete_stream(own.stream)
-    assert batches == [[f"probe-{i}" for i in range(5)]]
-
-
 async def _own_stream(bus) -> Bus:
     tag = uuid.uuid4().hex[:8]
     own = Bus(bus.nc, f"LINGER_{tag.upper()}", f"linger{tag}")
@@ -256,9 +217,10 @@ async def _probe(own: Bus, name: str) -> None:
         "data": {}})
 
 
-async def _batches_of(own: Bus, linger: float, publishing) -> list[list[str]]:
-    """The batches a consumer that lingers only on a busy stream hands over while
-    `publishing(own)` runs (all of it handled)."""
+async def _batches_of(own: Bus, linger: float, publishing, *, when_quiet: bool = False
+                      ) -> list[list[str]]:
+    """The batches a lingering consumer (by default one that lingers only on a busy stream)
+    hands over while `publishing(own)` runs (all of it handled)."""
     batches: list[list[str]] = []
 
     async def record(batch):
@@ -266,7 +228,7 @@ async def _batches_of(own: Bus, linger: float, publishing) -> list[list[str]]:
         return {}
 
     consumer = BatchConsumer(own, "linger", ["Registered"], record, service="test",
-                             linger=linger, linger_when_quiet=False)
+                             linger=linger, linger_when_quiet=when_quiet)
     stopping = asyncio.Event()
     task = asyncio.create_task(consumer.run(stopping))
     try:
@@ -311,3 +273,15 @@ async def test_on_a_busy_stream_a_short_fetch_lingers_for_what_comes_next(bus):
     assert [f"late-{i}" for i in range(5)] in batches
     assert sorted(sum(batches, [])) == [f"busy-{i:02d}" for i in range(10)] + [
         f"late-{i}" for i in range(5)]
+
+
+async def test_a_lingering_consumer_takes_what_came_meanwhile_into_the_same_batch(bus):
+    async def publishing(own: Bus) -> int:
+        await _probe(own, "probe-0")
+        await asyncio.sleep(0.1)  # it has the first and lingers: these come meanwhile
+        for i in range(1, 5):
+            await _probe(own, f"probe-{i}")
+        return 5
+
+    batches = await _batches_of(await _own_stream(bus), 1.0, publishing, when_quiet=True)
+    assert batches == [[f"probe-{i}" for i in range(5)]]
