@@ -2,18 +2,11 @@
 from __future__ import annotations
 
 from petitions.infra.batching import FetchRate
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.test_auth_tokens import Clock
 
 
 def test_counts_the_messages_of_the_last_window_only() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     rate = FetchRate(window_s=1.0, clock=clock)
     assert rate.per_second() == 0
     rate.add(30)
@@ -27,7 +20,7 @@ def test_counts_the_messages_of_the_last_window_only() -> None:
 
 
 def test_a_longer_window_averages_over_its_length() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     rate = FetchRate(window_s=2.0, clock=clock)
     rate.add(10)
     clock.now += 1.5

@@ -32,17 +32,17 @@ class Screening:
 
 
 # The statuses of closed cases as SQL literals: a partial index of open cases (migration 13)
-# is used only where the statement's own condition implies the index's, so the duplicate
-# lookup states it with these constants, not a parameter.
+# is used only where the statement's own condition implies the index's, so the open-case
+# lookups state it with these constants, not a parameter.
 CLOSED_STATUSES_SQL = ", ".join(f"'{status}'" for status in sorted(CLOSED_STATUSES))
 
 # The idempotent-retry check, `find`, `terminated_matter` and the case-number upsert in one
 # statement: one round trip and one pool checkout per registration instead of up to six (on
 # a busy intake the client-side cost of each query is what limits throughput). The same
-# precedence as running them in turn: a retried request's id ($9) wins; then a repeat over a
+# precedence as running them in turn: a retried request's id ($8) wins; then a repeat over a
 # duplicate; the terminated matter is looked up, and a number taken, only when the petition
 # joins no open case. An empty petitioner key (an anonymous petition) never matches. A
-# request without a key ($9 NULL) skips the log lookups outright: a plan cached while the
+# request without a key ($8 NULL) skips the log lookups outright: a plan cached while the
 # log was small may scan it, and that scan grows with the log. Whether the request's case is
 # stored is its newest version (an aggregate: an index lookup): as an EXISTS, a plan made
 # while the log was small read the log from the start until it found the case.
@@ -64,14 +64,15 @@ CLOSED_STATUSES_SQL = ", ".join(f"'{status}'" for status in sorted(CLOSED_STATUS
 SCREEN_SQL = f"""
 WITH stored AS (
     SELECT max(originator_version) IS NOT NULL AS yes FROM cases_events
-     WHERE $9::uuid IS NOT NULL AND originator_id = $9::uuid
+     WHERE $8::uuid IS NOT NULL AND originator_id = $8::uuid
 ), earlier AS (
     SELECT 1 FROM stored WHERE yes
-    UNION ALL SELECT 1 FROM registration_links WHERE request_id = $9::uuid
+    UNION ALL SELECT 1 FROM registration_links WHERE request_id = $8::uuid
 ), repeat AS (
     SELECT case_id FROM case_summaries
      WHERE $1 <> '' AND petitioner_key >= $1 AND petitioner_key <= $1
-       AND category = $2 AND summary->>'subject' = $3 AND NOT (status = ANY($5::text[]))
+       AND category = $2 AND summary->>'subject' = $3
+       AND status NOT IN ({CLOSED_STATUSES_SQL})
      ORDER BY petitioner_key, registered_position DESC LIMIT 1
 ), duplicate AS (
     SELECT case_id FROM case_summaries
@@ -90,8 +91,8 @@ WITH stored AS (
      ORDER BY petitioner_key, registered_position DESC LIMIT 1
 ), number AS (
     INSERT INTO case_numbers (county, year, last_seq)
-    SELECT $6::text, $7::int, 1
-     WHERE $8::boolean AND NOT EXISTS (SELECT 1 FROM open_match)
+    SELECT $5::text, $6::int, 1
+     WHERE $7::boolean AND NOT EXISTS (SELECT 1 FROM open_match)
        AND NOT EXISTS (SELECT 1 FROM earlier)
     ON CONFLICT (county, year) DO UPDATE SET last_seq = case_numbers.last_seq + 1
     RETURNING last_seq
@@ -101,7 +102,7 @@ SELECT (SELECT yes FROM stored) AS stored,
        (SELECT case_id FROM repeat) AS repeat, (SELECT case_id FROM duplicate) AS duplicate,
        (SELECT case_id FROM terminated) AS terminated, (SELECT last_seq FROM number) AS seq
   FROM {UNFLUSHED}
-  LEFT JOIN registration_links l ON l.request_id = $9::uuid
+  LEFT JOIN registration_links l ON l.request_id = $8::uuid
 """
 
 
@@ -118,7 +119,7 @@ class OpenCaseFinder:
         county, year = number_for if number_for is not None else ("", 0)
         row = await self.pool.fetchrow(
             SCREEN_SQL, petitioner_key, category, subject,
-            content_fingerprint(division, category, content), list(CLOSED_STATUSES),
+            content_fingerprint(division, category, content),
             county, year, number_for is not None, request_id)
         if row["stored"]:
             return Screening(stored=True)

@@ -204,23 +204,21 @@ async def test_cases_appended_to_after_they_were_read_are_named_before_the_appen
         assert types(store, c.id)["ClockStarted"] == 1
 
 
-async def _own_stream(bus) -> Bus:
-    tag = uuid.uuid4().hex[:8]
-    own = Bus(bus.nc, f"LINGER_{tag.upper()}", f"linger{tag}")
-    await own.ensure_stream()
-    return own
-
-
 async def _probe(own: Bus, name: str) -> None:
     await own.publish("Registered", name, {
         "event_id": name, "case_id": str(uuid.uuid4()), "version": 1, "type": "Registered",
         "data": {}})
 
 
-async def _batches_of(own: Bus, linger: float, publishing, *, when_quiet: bool = False
+async def _batches_of(bus, linger: float, publishing, *, when_quiet: bool = False
                       ) -> list[list[str]]:
     """The batches a lingering consumer (by default one that lingers only on a busy stream)
-    hands over while `publishing(own)` runs (all of it handled)."""
+    hands over while `publishing(own)` runs (all of it handled). The consumer reads a stream
+    of its own, removed afterwards: only its messages are there, whatever other tests
+    published and whether the server applies a consumer's subject filters."""
+    tag = uuid.uuid4().hex[:8]
+    own = Bus(bus.nc, f"LINGER_{tag.upper()}", f"linger{tag}")
+    await own.ensure_stream()
     batches: list[list[str]] = []
 
     async def record(batch):
@@ -253,7 +251,7 @@ async def test_on_a_quiet_stream_a_message_is_handled_without_lingering(bus):
             await _probe(own, f"quiet-{i}")
         return 3
 
-    batches = await _batches_of(await _own_stream(bus), 0.5, publishing)
+    batches = await _batches_of(bus, 0.5, publishing)
     assert batches[0] == ["quiet-0"]
     assert sorted(sum(batches, [])) == ["quiet-0", "quiet-1", "quiet-2"]
 
@@ -269,7 +267,7 @@ async def test_on_a_busy_stream_a_short_fetch_lingers_for_what_comes_next(bus):
             await _probe(own, f"late-{i}")
         return 15
 
-    batches = await _batches_of(await _own_stream(bus), 0.4, publishing)
+    batches = await _batches_of(bus, 0.4, publishing)
     assert [f"late-{i}" for i in range(5)] in batches
     assert sorted(sum(batches, [])) == [f"busy-{i:02d}" for i in range(10)] + [
         f"late-{i}" for i in range(5)]
@@ -283,5 +281,5 @@ async def test_a_lingering_consumer_takes_what_came_meanwhile_into_the_same_batc
             await _probe(own, f"probe-{i}")
         return 5
 
-    batches = await _batches_of(await _own_stream(bus), 1.0, publishing, when_quiet=True)
+    batches = await _batches_of(bus, 1.0, publishing, when_quiet=True)
     assert batches == [[f"probe-{i}" for i in range(5)]]

@@ -216,8 +216,7 @@ def _case_ids(n: int, first: int = 1) -> list[Any]:
 
 
 def _screen_args(key: str, digest: str, request_id: Any) -> list[Any]:
-    return [key, "appeal", "s", digest, sorted(CLOSED_STATUSES), "330106", 2026, False,
-            request_id]
+    return [key, "appeal", "s", digest, "330106", 2026, False, request_id]
 
 
 # (table, its fill, statement, its arguments, the most rows it may read)

@@ -169,13 +169,13 @@ async def test_a_request_without_a_key_never_reads_the_log(pool, store):
     async with pool.acquire() as conn:
         holds_session_state(conn)  # its plan setting and prepared statement go with it
         await conn.execute("SET plan_cache_mode = force_generic_plan")
-        await conn.execute("PREPARE screen(text, text, text, text, text[], text, int, boolean, "
+        await conn.execute("PREPARE screen(text, text, text, text, text, int, boolean, "
                            f"uuid) AS {SCREEN_SQL}")
         reads = {}
         for key in ("NULL", f"'{uuid.uuid4()}'"):
             [plan_json] = await conn.fetchrow(
                 "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE screen('k', 'appeal', 's', 'd', "
-                f"'{{closed}}', '330106', 2026, false, {key})")
+                f"'330106', 2026, false, {key})")
             reads[key] = _log_reads(json.loads(plan_json))
         await conn.execute("DEALLOCATE screen")
     assert reads["NULL"] and all(n == 0 for n in reads["NULL"])
@@ -191,8 +191,7 @@ async def test_the_number_is_taken_without_waiting_for_the_disk(pool):
         holds_session_state(conn)
         async with conn.transaction():
             row = await conn.fetchrow(SCREEN_SQL, uuid.uuid4().hex, "appeal", "land",
-                                      uuid.uuid4().hex, list(CLOSED_STATUSES), county, 2026,
-                                      True, None)
+                                      uuid.uuid4().hex, county, 2026, True, None)
             assert row["seq"] == 1
             assert await conn.fetchval("SHOW synchronous_commit") == "off"
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
