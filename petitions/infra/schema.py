@@ -419,6 +419,25 @@ CREATE INDEX IF NOT EXISTS case_summaries_open_content_idx
                          'terminated', 'withdrawn');
 DROP INDEX IF EXISTS case_summaries_content_idx;
 """),
+    (14, "a petitioner's earlier cases read by category, open or terminated ones only", """
+-- Screening a petition (services/intake/matching.py, SCREEN_SQL) looks among the
+-- petitioner's cases for an open one on the same matter (a repeat) and, failing that, for the
+-- matter's termination after re-review. Through an index of all of the petitioner's cases, a
+-- petitioner with years of closed cases had every one of them read and discarded on each new
+-- petition, by both lookups. Each lookup now has an index of the cases it can return, by
+-- petitioner and category: it reads at most the petitioner's open (or terminated) cases of
+-- that category. The predicates are the lookups' own conditions, word for word (the open
+-- one is CLOSED_STATUSES, sorted; a test holds them equal), so the planner can use them.
+-- The subject, inside the summary, stays out of the keys: the category narrows enough.
+CREATE INDEX IF NOT EXISTS case_summaries_open_petitioner_idx
+    ON case_summaries (petitioner_key, category, registered_position DESC)
+    WHERE status NOT IN ('archived', 'closed', 'not_accepted', 'not_accepted_again',
+                         'terminated', 'withdrawn');
+CREATE INDEX IF NOT EXISTS case_summaries_terminated_petitioner_idx
+    ON case_summaries (petitioner_key, category, registered_position DESC)
+    WHERE (status = 'terminated' OR (summary->'re_review'->>'issued_on') IS NOT NULL);
+DROP INDEX IF EXISTS case_summaries_petitioner_idx;
+"""),
 ]
 
 

@@ -31,9 +31,9 @@ class Screening:
     seq: int | None = None
 
 
-# The statuses of closed cases as SQL literals: a partial index of open cases (migration 13)
-# is used only where the statement's own condition implies the index's, so the open-case
-# lookups state it with these constants, not a parameter.
+# The statuses of closed cases as SQL literals: a partial index of open cases (migrations 13
+# and 14) is used only where the statement's own condition implies the index's, so the
+# open-case lookups state it with these constants, not a parameter.
 CLOSED_STATUSES_SQL = ", ".join(f"'{status}'" for status in sorted(CLOSED_STATUSES))
 
 # The idempotent-retry check, `find`, `terminated_matter` and the case-number upsert in one
@@ -53,8 +53,9 @@ CLOSED_STATUSES_SQL = ", ".join(f"'{status}'" for status in sorted(CLOSED_STATUS
 # the table (a campaign of identical letters), `=` looked like it matched most cases, so the
 # plan walked every case in registration order for the first match: for a petition matching
 # nothing, a read of the whole table per registration. A range has a fixed estimate, and the
-# ordering can then come only from the (column, registered_position) index: a lookup reads
-# at most the cases of that petitioner or that content.
+# ordering can then come only from the lookup's own partial index, (petitioner, category,
+# registered_position) or (content, registered_position): a lookup reads at most the
+# petitioner's open (or terminated) cases of that category, or the open cases of that content.
 #
 # The statement commits without waiting for the WAL flush (`UNFLUSHED`): the number it takes
 # is a row lock on the county's counter, held until commit, so every registration of a county
@@ -73,7 +74,7 @@ WITH stored AS (
      WHERE $1 <> '' AND petitioner_key >= $1 AND petitioner_key <= $1
        AND category = $2 AND summary->>'subject' = $3
        AND status NOT IN ({CLOSED_STATUSES_SQL})
-     ORDER BY petitioner_key, registered_position DESC LIMIT 1
+     ORDER BY petitioner_key, category, registered_position DESC LIMIT 1
 ), duplicate AS (
     SELECT case_id FROM case_summaries
      WHERE NOT EXISTS (SELECT 1 FROM repeat)
@@ -88,7 +89,7 @@ WITH stored AS (
        AND petitioner_key >= $1 AND petitioner_key <= $1
        AND category = $2 AND summary->>'subject' = $3
        AND (status = 'terminated' OR (summary->'re_review'->>'issued_on') IS NOT NULL)
-     ORDER BY petitioner_key, registered_position DESC LIMIT 1
+     ORDER BY petitioner_key, category, registered_position DESC LIMIT 1
 ), number AS (
     INSERT INTO case_numbers (county, year, last_seq)
     SELECT $5::text, $6::int, 1

@@ -340,11 +340,66 @@ async def test_a_content_shared_by_many_closed_cases_reads_only_open_ones(test_e
             assert n <= 1, f"{mode}: {n} rows read to find the one open case"
 
 
-async def test_the_open_case_index_states_the_closed_statuses_of_the_domain(test_env) -> None:
+# ------------------------------------------------------------ a petitioner of many years
+#
+# One petitioner, 20,000 closed cases in two categories. A new petition of theirs reads only
+# the open cases of its category (for a repeat) and the terminated ones (for the matter it
+# repeats), not every case they ever brought.
+
+FREQUENT_FILL = ("INSERT INTO {table} (case_id, case_number, division, status, category, "
+                 "channel, registered_at, registered_position, version, summary, "
+                 "petitioner_key, content_digest) "
+                 "SELECT md5(i::text)::uuid, 'n' || i, '330106', "
+                 "CASE WHEN i % 2 = 0 THEN 'closed' ELSE 'not_accepted' END, "
+                 "CASE WHEN i % 3 = 0 THEN 'complaint' ELSE 'appeal' END, "
+                 "'letter', now(), i, 1, '{{\"subject\": \"s\"}}', 'frequent', 'digest' || i "
+                 f"FROM generate_series(1, {SUMMARIES}) i")
+
+
+async def _screen_reads(conn: asyncpg.Connection, args: list[Any]) -> dict[str, int]:
+    await conn.execute("ANALYZE case_summaries")
+    return await rows_read(conn, SCREEN_SQL, *args, relation="case_summaries")
+
+
+async def test_a_petitioner_with_many_closed_cases_has_only_the_candidates_read(
+        test_env) -> None:
+    async with scratch_copy(test_env, "case_summaries", FREQUENT_FILL, analysed=True,
+                            public_too=True) as conn:
+        args = _screen_args("frequent", "nodigest", None)
+        row = await conn.fetchrow(SCREEN_SQL, *args)
+        assert (row["repeat"], row["duplicate"], row["terminated"]) == (None, None, None)
+        for mode, n in (await _screen_reads(conn, args)).items():
+            assert n == 0, f"{mode}: {n} closed cases read to find nothing"
+        # One matter was terminated after re-review, and its case closed since: it is found.
+        ended = 10_001  # an appeal: not a multiple of 3
+        await conn.execute(
+            "UPDATE case_summaries SET summary = '{\"subject\": \"s\", \"re_review\": "
+            "{\"issued_on\": \"2026-03-01\"}}' WHERE registered_position = $1", ended)
+        assert (await conn.fetchrow(SCREEN_SQL, *args))["terminated"] == \
+            _case_ids(1, first=ended)[0]
+        for mode, n in (await _screen_reads(conn, args)).items():
+            assert n <= 1, f"{mode}: {n} rows read to find the terminated matter"
+        # A case of theirs in that category is open again: it is the repeat, and all that
+        # is read.
+        reopened = 5_002  # an appeal too
+        await conn.execute("UPDATE case_summaries SET status = 'accepted' "
+                           "WHERE registered_position = $1", reopened)
+        assert (await conn.fetchrow(SCREEN_SQL, *args))["repeat"] == \
+            _case_ids(1, first=reopened)[0]
+        for mode, n in (await _screen_reads(conn, args)).items():
+            assert n <= 1, f"{mode}: {n} rows read to find the open case"
+
+
+OPEN_CASE_INDEXES = ("case_summaries_open_content_idx", "case_summaries_open_petitioner_idx")
+
+
+@pytest.mark.parametrize("index", OPEN_CASE_INDEXES)
+async def test_the_open_case_indexes_state_the_closed_statuses_of_the_domain(
+        test_env, index) -> None:
     conn = await asyncpg.connect(test_env.postgres_dsn)
     try:
         definition = await conn.fetchval(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'case_summaries_open_content_idx'")
+            "SELECT indexdef FROM pg_indexes WHERE indexname = $1", index)
     finally:
         await conn.close()
     assert definition is not None
