@@ -17,6 +17,7 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -136,12 +137,25 @@ class Draining:
         await self.app(scope, receive, send)
 
 
-async def _bind_case_in_path(request: Request) -> None:
-    """Every log line and the trace of a request about one case name that case."""
-    case_id = request.path_params.get("case_id")
-    if case_id:
-        bind_case(case_id)
-        tracing.annotate_case(case_id)
+class CaseRoute(APIRoute):
+    """A route whose path names a case (`{case_id}`) names it in every log line and in the
+    trace of its requests. Done by the route rather than as an app-wide dependency: FastAPI
+    resolves each dependency on every request of every route, petition registrations
+    included, which name no case in their path."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+        if "case_id" not in self.param_convertors:
+            return handler
+
+        async def handle_naming_the_case(request: Request) -> Response:
+            case_id = request.path_params.get("case_id")
+            if case_id:
+                bind_case(case_id)
+                tracing.annotate_case(case_id)
+            return await handler(request)
+
+        return handle_naming_the_case
 
 
 async def _send_error(send: Send, status: int, detail: str) -> None:
@@ -177,9 +191,10 @@ async def current_principal(
 
 def build_app(service: str, title: str, ready: Callable[[], Awaitable[dict[str, bool]]],
               authority: TokenAuthority, *, max_body_bytes: int = 1024 * 1024) -> FastAPI:
-    app = FastAPI(title=title, version="1.0.0", dependencies=[Depends(_bind_case_in_path)],
+    app = FastAPI(title=title, version="1.0.0",
                   responses={400: {"description": "the body is not valid UTF-8 JSON"}},
                   **_NO_NATIVE_TELEMETRY)
+    app.router.route_class = CaseRoute  # before any route is added
     app.state.token_authority = authority
     app.state.draining = asyncio.Event()
     _add_probes(app, ready)

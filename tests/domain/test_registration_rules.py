@@ -1,6 +1,7 @@
 """Registration rules and the Registered event's upcaster. No I/O."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from uuid import uuid4
@@ -116,3 +117,15 @@ def test_a_stored_version_2_registration_gets_contacts_from_representative_names
     assert upcast.representatives == [Contact("甲").as_dict(), Contact("乙").as_dict()]
     assert upcast.contact is None
     assert upcast.mutate(None).representatives[1]["name"] == "乙"
+
+
+@pytest.mark.parametrize("value", [
+    CLERK,
+    Petitioner("赵六", "33010619800101001X", "13800000000", "杭州", "z@example.cn"),
+    Contact("甲", "13900000000", "j@example.cn", "宁波"),
+])
+def test_the_spelled_out_dicts_hold_every_field(value) -> None:
+    # A field added to the dataclass and not to its as_dict would leave the stored event,
+    # and the submission's fingerprint, without it.
+    assert value.as_dict() == dataclasses.asdict(value)
+    assert list(value.as_dict()) == [f.name for f in dataclasses.fields(value)]
