@@ -428,7 +428,8 @@ DROP INDEX IF EXISTS case_summaries_content_idx;
 -- petitioner and category: it reads at most the petitioner's open (or terminated) cases of
 -- that category. The predicates are the lookups' own conditions, word for word (the open
 -- one is CLOSED_STATUSES, sorted; a test holds them equal), so the planner can use them.
--- The subject, inside the summary, stays out of the keys: the category narrows enough.
+-- The subject (inside the summary) is left out of the keys: one petitioner's open or
+-- terminated cases of one category are few.
 CREATE INDEX IF NOT EXISTS case_summaries_open_petitioner_idx
     ON case_summaries (petitioner_key, category, registered_position DESC)
     WHERE status NOT IN ('archived', 'closed', 'not_accepted', 'not_accepted_again',

@@ -39,7 +39,7 @@ class NotifyServiceSettings(NotifySettings):
     # a linger would add its length to nearly every delivery for a few percent less CPU. At
     # 200 petitions/s (three runs each way, alternated), 0.02 here took 3% off the pipeline's
     # CPU (6.80 against 7.02 ms a petition) and added 28 ms to the median notice (58 against
-    # 30 ms; p99 about equal, 92-95 ms).
+    # 30 ms; p99 72-125 ms either way).
     consumer_linger_s: float = Field(0.0, alias="NOTIFY_CONSUMER_LINGER_S", ge=0, le=5)
     # How long the recorder waits for more outcomes before appending a batch of them.
     record_linger_s: float = Field(0.02, alias="NOTIFY_RECORD_LINGER_S")
