@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,19 +25,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BusMessage:
-    """A case event as received from the bus."""
+    """A case event as received from the bus: its ids and type (`EventNotice`); the consumer
+    loads the case itself from the store."""
 
     event_id: str
     case_id: str
     version: int
     type: str
-    data: dict[str, Any]
     deliveries: int
 
     @classmethod
     def parse(cls, body: bytes, deliveries: int) -> BusMessage:
-        m = json.loads(body)
-        return cls(m["event_id"], m["case_id"], int(m["version"]), m["type"], m["data"], deliveries)
+        # Other keys are ignored: messages published with the event's data (before notices
+        # carried none) may still be in the stream.
+        m = jsoncodec.loads(body)
+        return cls(m["event_id"], m["case_id"], int(m["version"]), m["type"], deliveries)
 
 
 class Bus:

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from petitions.infra.events import Decoder, EventDecoder, LoggedEvent
+from petitions.infra.events import Decoder, EventDecoder, EventNotice, LoggedEvent
 from petitions.infra.pools import holds_session_state
 from petitions.infra.store import EVENTS_TABLE, TRACE_CONTEXT_TABLE
 from petitions.infra.unflushed import UNFLUSHED
@@ -33,17 +33,20 @@ class EventLog:
         rows = await (conn or self.pool).fetch(sql, position, limit)
         return [self._plain_event(r) for r in rows]
 
-    async def read_traced_after(self, position: int, limit: int = 500) -> list[LoggedEvent]:
-        """As `read_after`, with the trace context stored beside each event (for the relay)."""
+    async def read_notices_after(self, position: int, limit: int = 500) -> list[EventNotice]:
+        """What the relay publishes of the events after `position`: their ids, versions and
+        types, with the trace context stored beside each; never their payloads."""
         sql = (
-            f"SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, "
+            f"SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, "
             f"t.traceparent FROM {EVENTS_TABLE} e LEFT JOIN {TRACE_CONTEXT_TABLE} t "
             f"ON t.originator_id = e.originator_id "
             f"AND t.originator_version = e.originator_version "
             f"WHERE e.notification_id > $1 ORDER BY e.notification_id LIMIT $2"
         )
         rows = await self.pool.fetch(sql, position, limit)
-        return [self._plain_event(r) for r in rows]
+        type_name = self._plain.type_name
+        return [EventNotice(position=r[0], case_id=r[1], version=r[2], type=type_name(r[3]),
+                            traceparent=r[4]) for r in rows]
 
     def _plain_event(self, r: asyncpg.Record) -> LoggedEvent:
         name, recorded_at, data = self._plain.decode(
@@ -51,7 +54,7 @@ class EventLog:
         return LoggedEvent(position=r["notification_id"], case_id=r["originator_id"],
                            version=r["originator_version"], type=name,
                            recorded_at=datetime.fromisoformat(recorded_at), data=data,
-                           topic=r["topic"], traceparent=r.get("traceparent"))
+                           topic=r["topic"])
 
     async def head(self) -> int:
         value = await self.pool.fetchval(f"SELECT max(notification_id) FROM {EVENTS_TABLE}")

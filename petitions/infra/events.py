@@ -26,10 +26,6 @@ from petitions.infra.jsoncodec import loads
 CASE_EVENT_TOPIC_PREFIX = "petitions.domain.case:Case."
 _BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
-# Fields that identify a petitioner: they never travel on the bus (consumers that need them
-# load the case from the store, which access rules guard).
-CONFIDENTIAL_FIELDS = frozenset({"petitioner"})
-
 
 @dataclass(frozen=True)
 class LoggedEvent:
@@ -42,8 +38,6 @@ class LoggedEvent:
     recorded_at: datetime
     data: dict[str, Any]
     topic: str = ""
-    # W3C trace context stored beside the event (event_trace_context), when read with it.
-    traceparent: str | None = None
 
     @property
     def is_case_event(self) -> bool:
@@ -65,17 +59,29 @@ class LoggedEvent:
             topic=f"{type(event).__module__}:{type(event).__qualname__}",
         )
 
+
+@dataclass(frozen=True)
+class EventNotice:
+    """A stored event as the bus announces it: which case changed, to which version, by
+    which kind of event, at which position of the log. Nothing of the event's content: the
+    consumers load the case from the store (its payloads encrypted, its reads guarded), so
+    neither identities (petitioners, representatives, contacts) nor a petition's words reach
+    the broker's storage, and the relay reads no payload to announce an event."""
+
+    position: int
+    case_id: UUID
+    version: int
+    type: str
+    # W3C trace context stored beside the event (event_trace_context), if any.
+    traceparent: str | None = None
+
+    @property
+    def event_id(self) -> str:
+        return event_id(self.case_id, self.version)
+
     def to_message(self) -> dict[str, Any]:
-        """The bus message: the event without confidential fields."""
-        return {
-            "event_id": self.event_id,
-            "case_id": str(self.case_id),
-            "version": self.version,
-            "type": self.type,
-            "recorded_at": self.recorded_at.isoformat(),
-            "position": self.position,
-            "data": {k: v for k, v in self.data.items() if k not in CONFIDENTIAL_FIELDS},
-        }
+        return {"event_id": self.event_id, "case_id": str(self.case_id),
+                "version": self.version, "type": self.type, "position": self.position}
 
 
 def event_id(case_id: UUID, version: int) -> str:

@@ -1,4 +1,5 @@
-"""The relay: publishes every committed event, in log order, to JetStream.
+"""The relay: announces every committed event, in log order, on JetStream: its case id,
+version, type and position (`EventNotice`), never its payload.
 
 Every service process runs one, but only the holder of a PostgreSQL advisory lock relays, so
 there is one active relay while any service is up. It records its position after each
@@ -92,7 +93,7 @@ class Relay:
             await waker.stop()
 
     async def publish_next_batch(self) -> bool:
-        events = await self.log.read_traced_after(self.position, self.batch)
+        events = await self.log.read_notices_after(self.position, self.batch)
         # A short batch was the whole log: wait for the next commit's NOTIFY (one that came
         # meanwhile wakes the wait at once) instead of reading again to find nothing, which
         # was a third of the relay's round trips at a steady trickle of commits.

@@ -52,8 +52,8 @@ def deadlines(store: CaseStore, pool) -> DeadlinesHandler:
 
 
 def deliveries(cases: list[Case], deliveries_so_far: int = 1) -> list[Delivery]:
-    return [Delivery(BusMessage(f"{c.id}:1", str(c.id), 1, "Registered", {},
-                                deliveries_so_far), contextvars.copy_context(), None)
+    return [Delivery(BusMessage(f"{c.id}:1", str(c.id), 1, "Registered", deliveries_so_far),
+                     contextvars.copy_context(), None)
             for c in cases]
 
 
@@ -147,7 +147,9 @@ async def test_a_failed_batch_is_not_acked_and_is_redelivered(store, pool, event
     finally:
         stopping.set()
         await task
-    assert calls[0] == 5 and sum(calls[1:]) >= 5  # failed once, then redelivered and done
+    # Failed once, then redelivered and done. The failed batch held some of them at least
+    # (a fetch takes what has reached the consumer, on a busy machine not always all five).
+    assert calls[0] >= 1 and sum(calls[1:]) >= 5
     for c in cases:
         assert types(store, c.id)["RoutedToUnit"] == 1
     info = await bus.js.consumer_info(bus.stream, consumer.durable)
