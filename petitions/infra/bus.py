@@ -111,8 +111,8 @@ class Bus:
             acks.append(await self.js.publish_async(
                 self.subject(event_type), _encode(body), stream=self.stream,
                 headers={"Nats-Msg-Id": msg_id, **headers}))
-        results = await asyncio.wait_for(asyncio.gather(*acks, return_exceptions=True),
-                                         timeout)
+        async with asyncio.timeout(timeout):
+            results = await asyncio.gather(*acks, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result

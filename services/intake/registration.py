@@ -137,7 +137,9 @@ class Registrar:
                 decided_on=local_date(at), actor=actor, at=at,
                 reason="the same matter was terminated after re-review")
         try:
-            await asyncio.wait_for(self.committer.save(case), REQUEST_STORE_TIMEOUT_S)
+            # A timeout block, not wait_for: no task of its own per registration.
+            async with asyncio.timeout(REQUEST_STORE_TIMEOUT_S):
+                await self.committer.save(case)
         except IntegrityError:
             # A concurrent retry with the same key won the race: answer with its case.
             earlier = await in_thread(self.store.get, case_id)
