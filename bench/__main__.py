@@ -727,8 +727,7 @@ def main(argv: list[str]) -> int:
             env["servers"] = ("embedded " + " and ".join(stack.infra.embedded)
                               if stack.infra.embedded else "from POSTGRES_DSN / NATS_URL")
             token = bearer_token()
-            receiver, receiver_port = stack.receiver()
-            exits.callback(stop_process, receiver)
+            _, receiver_port = stack.receiver()  # stopped by the stack at the end
             settle_s = out.setdefault("settle_s", {})
             for name, fn, *a in (
                     ("intake", phase_intake, stack, args, token, receiver_port, out),

@@ -29,6 +29,7 @@ from petitions.devstack import (
     infrastructure,
     service_env,
     start_service,
+    stop_process,
     wait_for_port,
     wait_until_ready,
 )
@@ -150,6 +151,7 @@ class Stack:
                                 stdout=out, stderr=subprocess.STDOUT if out else None)
         if out is not None:
             out.close()
+        self.exits.callback(stop_process, proc)  # stopped at the end whoever started it
         return proc
 
     def baseline_app(self, dsn: str) -> tuple[subprocess.Popen[Any], int]:
