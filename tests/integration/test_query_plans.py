@@ -198,12 +198,19 @@ async def test_a_page_of_a_listing_reads_about_a_page(summaries, prefix, status,
 # Each statement below is planned on an empty copy, then run after the copy has filled: it
 # must still read about what it returns.
 
-SUMMARIES_FILL = ("INSERT INTO {table} (case_id, case_number, division, status, category, "
-                  "channel, registered_at, registered_position, version, summary, "
-                  "petitioner_key, content_digest) "
-                  "SELECT md5(i::text)::uuid, 'n' || i, '330106', 'accepted', 'appeal', "
-                  "'letter', now(), i, 1, '{{\"subject\": \"s\"}}', 'key' || i, 'digest' || i "
-                  f"FROM generate_series(1, {SUMMARIES}) i")
+def summaries_fill(*, status: str = "'accepted'", category: str = "'appeal'",
+                   petitioner: str = "'key' || i", content: str = "'digest' || i") -> str:
+    """An INSERT of SUMMARIES case summaries (case i: id md5(i), position i, one county, one
+    subject); the SQL expressions of i given here vary the rest."""
+    return ("INSERT INTO {table} (case_id, case_number, division, status, category, channel, "
+            "registered_at, registered_position, version, summary, petitioner_key, "
+            "content_digest) "
+            f"SELECT md5(i::text)::uuid, 'n' || i, '330106', {status}, {category}, 'letter', "
+            f"now(), i, 1, '{{{{\"subject\": \"s\"}}}}', {petitioner}, {content} "
+            f"FROM generate_series(1, {SUMMARIES}) i")
+
+
+SUMMARIES_FILL = summaries_fill()
 DELIVERIES_FILL = ("INSERT INTO {table} (event_id, recipient, channel, id, case_id, "
                    "trigger_version, division, kind, party, document_ids, state) "
                    "SELECT 'e' || i, 'unit', 'webhook', md5(i::text)::uuid, "
@@ -277,14 +284,9 @@ async def _literals(conn: asyncpg.Connection, args: list[Any]) -> list[str]:
 
 
 def _skewed_fill(petitioners: int, contents: int) -> str:
-    return ("INSERT INTO {table} (case_id, case_number, division, status, category, channel, "
-            "registered_at, registered_position, version, summary, petitioner_key, "
-            "content_digest) "
-            "SELECT md5(i::text)::uuid, 'n' || i, '330106', "
-            "CASE WHEN i % 3 = 0 THEN 'closed' ELSE 'accepted' END, 'appeal', 'letter', "
-            "now(), i, 1, '{{\"subject\": \"s\"}}', "
-            f"'key' || (i % {petitioners}), 'digest' || (i % {contents}) "
-            f"FROM generate_series(1, {SUMMARIES}) i")
+    return summaries_fill(status="CASE WHEN i % 3 = 0 THEN 'closed' ELSE 'accepted' END",
+                          petitioner=f"'key' || (i % {petitioners})",
+                          content=f"'digest' || (i % {contents})")
 
 
 @pytest.mark.parametrize("petitioners, contents", [
@@ -312,13 +314,8 @@ async def test_screening_reads_only_the_cases_it_could_match(test_env, petitione
 # Each batch of a campaign is closed (or not accepted) and the next letters open a new case:
 # thousands of closed cases share one content. The duplicate lookup wants an open one only.
 
-CAMPAIGN_FILL = ("INSERT INTO {table} (case_id, case_number, division, status, category, "
-                 "channel, registered_at, registered_position, version, summary, "
-                 "petitioner_key, content_digest) "
-                 "SELECT md5(i::text)::uuid, 'n' || i, '330106', "
-                 "CASE WHEN i % 2 = 0 THEN 'closed' ELSE 'not_accepted' END, 'appeal', "
-                 "'letter', now(), i, 1, '{{\"subject\": \"s\"}}', 'key' || i, 'campaign' "
-                 f"FROM generate_series(1, {SUMMARIES}) i")
+CLOSED_OR_NOT_ACCEPTED = "CASE WHEN i % 2 = 0 THEN 'closed' ELSE 'not_accepted' END"
+CAMPAIGN_FILL = summaries_fill(status=CLOSED_OR_NOT_ACCEPTED, content="'campaign'")
 
 
 async def test_a_content_shared_by_many_closed_cases_reads_only_open_ones(test_env) -> None:
@@ -346,14 +343,9 @@ async def test_a_content_shared_by_many_closed_cases_reads_only_open_ones(test_e
 # the open cases of its category (for a repeat) and the terminated ones (for the matter it
 # repeats), not every case they ever brought.
 
-FREQUENT_FILL = ("INSERT INTO {table} (case_id, case_number, division, status, category, "
-                 "channel, registered_at, registered_position, version, summary, "
-                 "petitioner_key, content_digest) "
-                 "SELECT md5(i::text)::uuid, 'n' || i, '330106', "
-                 "CASE WHEN i % 2 = 0 THEN 'closed' ELSE 'not_accepted' END, "
-                 "CASE WHEN i % 3 = 0 THEN 'complaint' ELSE 'appeal' END, "
-                 "'letter', now(), i, 1, '{{\"subject\": \"s\"}}', 'frequent', 'digest' || i "
-                 f"FROM generate_series(1, {SUMMARIES}) i")
+FREQUENT_FILL = summaries_fill(
+    status=CLOSED_OR_NOT_ACCEPTED,
+    category="CASE WHEN i % 3 = 0 THEN 'complaint' ELSE 'appeal' END", petitioner="'frequent'")
 
 
 async def _screen_reads(conn: asyncpg.Connection, args: list[Any]) -> dict[str, int]:
