@@ -41,6 +41,7 @@ from bench import (
     projection,
     report,
     routing,
+    stages,
     timers_bench,
 )
 from bench.pgwatch import LockWatch
@@ -70,7 +71,9 @@ _seeds = iter(range(1, 500))
 
 def run_load(port: int, *, mode: str, concurrency: int, duration: float, token: str | None,
              rate: float | None = None, record: bool = False, warmup: float = 0.0,
-             meter: CpuMeter | None = None) -> dict[str, Any]:
+             meter: CpuMeter | None = None, stages_port: int | None = None) -> dict[str, Any]:
+    """One run of the load generator; `stages_port`: intake's, to read its registration
+    stages over the run (after the warm-up, as the CPU meter)."""
     argv = [sys.executable, "-m", "bench.load", "--port", str(port), "--mode", mode,
             "--concurrency", str(concurrency), "--duration", str(duration),
             "--warmup", str(warmup), "--seed", str(next(_seeds))]
@@ -82,10 +85,14 @@ def run_load(port: int, *, mode: str, concurrency: int, duration: float, token: 
         argv.append("--record")
     proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    before = None
     try:
-        if meter is not None:
+        if meter is not None or stages_port is not None:
             time.sleep(warmup + 0.3)  # skip the generator's start-up and warm-up
+        if meter is not None:
             meter.start()
+        if stages_port is not None:
+            before = stages.snapshot(stages_port)
         out, _ = proc.communicate(timeout=duration + warmup + 90)
     finally:
         if proc.poll() is None:
@@ -96,6 +103,8 @@ def run_load(port: int, *, mode: str, concurrency: int, duration: float, token: 
     result = json.loads(out)
     if meter is not None:
         result["cpu_cores"] = meter.stop()
+    if before is not None:
+        result["stages"] = stages.means(before, stages.snapshot(stages_port))
     return result
 
 
@@ -110,7 +119,7 @@ def describe_load(r: dict[str, Any]) -> str:
 
 def closed_run(label: str, port: int, concurrency: int, args: argparse.Namespace,
                token: str | None, groups: list[Group], lock_dsn: str | None = None,
-               drained: Any = None) -> dict[str, Any]:
+               drained: Any = None, stages_port: int | None = None) -> dict[str, Any]:
     """One closed-loop run: `concurrency` clients for the stated duration after a warm-up."""
     log(f"{label}: {concurrency} concurrent clients, {args.duration:.0f} s")
     watch = LockWatch(lock_dsn) if lock_dsn else None
@@ -118,7 +127,7 @@ def closed_run(label: str, port: int, concurrency: int, args: argparse.Namespace
         watch.__enter__()
     try:
         r = run_load(port, mode="closed", concurrency=concurrency, duration=args.duration,
-                     token=token, warmup=1.0, meter=CpuMeter(groups))
+                     token=token, warmup=1.0, meter=CpuMeter(groups), stages_port=stages_port)
     finally:
         if watch:
             watch.__exit__()
@@ -129,16 +138,18 @@ def closed_run(label: str, port: int, concurrency: int, args: argparse.Namespace
         r["lock"] = watch.summary()
     log(f"  -> {r['throughput']:.0f}/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms; "
         f"cpu {r['cpu_cores']} generator {r['generator_cpu_cores']}"
-        + (f"; lock {r['lock']}" if r.get("lock") else ""))
+        + (f"; lock {r['lock']}" if r.get("lock") else "")
+        + (f"; stages {r['stages']}" if r.get("stages") else ""))
     return r
 
 
 def fixed_run(label: str, port: int, rate: float, args: argparse.Namespace,
-              token: str | None, groups: list[Group], drained: Any = None) -> dict[str, Any]:
+              token: str | None, groups: list[Group], drained: Any = None,
+              stages_port: int | None = None) -> dict[str, Any]:
     """One open-loop run at a fixed rate over 64 connections."""
     log(f"{label}: fixed rate {rate:.0f}/s, {args.duration:.0f} s")
     r = run_load(port, mode="open", concurrency=64, duration=args.duration, rate=rate,
-                 token=token, meter=CpuMeter(groups))
+                 token=token, meter=CpuMeter(groups), stages_port=stages_port)
     r.pop("records")
     r["rate"] = rate
     r["drained_before"] = drained
@@ -182,10 +193,11 @@ def paired_sweep(intake: tuple[int, list[Group]], plain: tuple[int, list[Group]]
     runs, base = [], []
     for c in args.concurrency:
         runs.append(closed_run("intake", intake[0], c, args, token, intake[1], lock_dsn,
-                               settle()))
+                               settle(), stages_port=intake[0]))
         base.append(closed_run("baseline", plain[0], c, args, None, plain[1], None, settle()))
     rate = max(max(r["throughput"] for r in runs) / 2, 1.0)
-    half = fixed_run("intake", intake[0], rate, args, token, intake[1], settle())
+    half = fixed_run("intake", intake[0], rate, args, token, intake[1], settle(),
+                     stages_port=intake[0])
     base_half = fixed_run("baseline", plain[0], rate, args, None, plain[1], settle())
     return {"intake_runs": runs, "intake_half": half, "baseline_runs": base,
             "baseline_half": base_half}
@@ -238,12 +250,13 @@ def phase_intake_alone(stack: Stack, args: argparse.Namespace, token: str | None
             log(f"intake alone: {c} concurrent clients, {args.duration:.0f} s")
             r = run_load(services["intake"].port, mode="closed", concurrency=c,
                          duration=args.duration, token=token, warmup=1.0,
-                         meter=CpuMeter(service_groups(stack, services)))
+                         meter=CpuMeter(service_groups(stack, services)),
+                         stages_port=services["intake"].port)
             r.pop("records")
             r["concurrency"] = c
             runs.append(r)
             log(f"  -> {r['throughput']:.0f}/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms; "
-                f"cpu {r['cpu_cores']}")
+                f"cpu {r['cpu_cores']}; stages {r.get('stages')}")
         out["alone_runs"] = runs
         out["alone_db"] = asyncio.run(_log_stats(dsn))
     finally:
@@ -536,7 +549,8 @@ def build_sections(out: dict[str, Any]) -> list[tuple[str, str]]:
     if "intake_runs" in out:
         header = ["target", "clients", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors",
                   "generator CPU (cores)", "CPU by process (cores)",
-                  "event-table lock: held % / avg waiters / holder idle on client %"]
+                  "event-table lock: held % / avg waiters / holder idle on client %",
+                  "registration, mean ms: screen / queued / commit (cases per commit)"]
         rows = []
         for label, runs, half in (("intake", out["intake_runs"], out["intake_half"]),
                                   ("intake alone", out.get("alone_runs", []), None),
@@ -551,7 +565,8 @@ def build_sections(out: dict[str, Any]) -> list[tuple[str, str]]:
                           if lock else "—")
                 rows.append([label, r["concurrency"], f"{r['throughput']:.0f}", r["p50_ms"],
                              r["p90_ms"], r["p99_ms"], describe_load(r),
-                             r["generator_cpu_cores"], cpu, lock_s])
+                             r["generator_cpu_cores"], cpu, lock_s,
+                             stages.describe(r.get("stages"))])
         body = (
             "Closed loop: N clients on keep-alive connections, each sending its next POST when "
             "the previous one is answered, for the stated duration after a 1 s warm-up. Fixed "
@@ -568,7 +583,10 @@ def build_sections(out: dict[str, Any]) -> list[tuple[str, str]]:
             "(asyncio, pre-serialised requests). The lock column samples pg_locks every ~10 ms: "
             "how often some transaction holds `cases_events`' EXCLUSIVE lock, how many wait "
             "behind it, and how often the holder is idle in its transaction, waiting for its "
-            "Python client to send the next statement.\n\n"
+            "Python client to send the next statement. The last column is read off intake's "
+            "/metrics over the run: the mean time of a new case's screening statement, of its "
+            "wait for the group committer to take it into a batch, and of its batch's append "
+            "transaction, and the mean cases per transaction.\n\n"
             + md_list_table(header, rows))
         waits = [r.get("drained_before") for r in out["intake_runs"] + [out["intake_half"]]]
         if any(waits):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from typing import Any
 
 import asyncpg
@@ -23,12 +24,16 @@ from eventsourcing.persistence import IntegrityError
 
 from petitions.infra import tracing
 from petitions.infra.logs import bind_case
+from petitions.infra.metrics import COMMIT_BATCH_CASES, REGISTRATION_STAGE
 from petitions.infra.store import CaseStore
 
 log = logging.getLogger(__name__)
 
-_Item = tuple[Any, contextvars.Context, "asyncio.Future[None]"]
+# (aggregate, the context its save was asked in, settled when saved, monotonic time queued)
+_Item = tuple[Any, contextvars.Context, "asyncio.Future[None]", float]
 _STOP: Any = object()
+QUEUED = REGISTRATION_STAGE.labels("queued")
+COMMITTED = REGISTRATION_STAGE.labels("commit")
 
 
 class CommitterStopped(ConnectionError):
@@ -60,7 +65,8 @@ class GroupCommitter:
         types = ",".join(sorted({type(e).__name__ for e in aggregate.pending_events}))
         with tracing.span(f"append {types}", {tracing.CASE_ID_ATTRIBUTE: str(aggregate.id)}):
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            await self._queue.put((aggregate, contextvars.copy_context(), done))
+            await self._queue.put((aggregate, contextvars.copy_context(), done,
+                                   time.monotonic()))
             await done
 
     async def _run(self) -> None:
@@ -96,15 +102,20 @@ class GroupCommitter:
         await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def _save(self, batch: list[_Item]) -> None:
-        aggregates, contexts = [a for a, _, _ in batch], [c for _, c, _ in batch]
+        aggregates, contexts = [item[0] for item in batch], [item[1] for item in batch]
         if self.pool is not None:
             await self.store.save_async(self.pool, *aggregates, contexts=contexts)
         else:
             await asyncio.to_thread(self.store.save, *aggregates, contexts=contexts)
 
     async def _commit(self, batch: list[_Item]) -> None:
+        started = time.monotonic()
+        for item in batch:
+            QUEUED.observe(started - item[3])
         try:
             await self._save(batch)
+            COMMITTED.observe(time.monotonic() - started)
+            COMMIT_BATCH_CASES.observe(len(batch))
             self.transactions += 1
             self.saved += len(batch)
             _settle(batch, None)
@@ -142,7 +153,7 @@ class GroupCommitter:
 
 
 def _settle(batch: list[_Item], exc: Exception | None) -> None:
-    for _, _, done in batch:
+    for _, _, done, _ in batch:
         if done.done():
             continue
         if exc is None:

@@ -12,6 +12,19 @@ EVENTS_APPENDED = Counter(
     "petitions_events_appended_total", "Events appended to the case store",
     ["service", "type"])
 
+# Where a registration's time goes, the stages it waits in one after the other: a latency
+# rise reads as slow screening (the statement that checks retries and open cases and takes
+# the case number) or as appends queueing behind the event table's lock.
+REGISTRATION_STAGE = Histogram(
+    "petitions_registration_stage_seconds",
+    "Time a registration spends in each stage: screen (the screening statement), queued "
+    "(waiting for the group committer to take its case into a batch), commit (its batch's "
+    "append transaction)",
+    ["stage"], buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+COMMIT_BATCH_CASES = Histogram(
+    "petitions_group_commit_cases", "New cases appended per group-commit transaction",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 100))
+
 # -- the relay ------------------------------------------------------------------------------
 RELAY_LAG = Gauge(
     "petitions_relay_lag_events",

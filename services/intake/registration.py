@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,7 @@ from petitions.domain.intake_rules import check_registration
 from petitions.domain.matching import petitioner_key
 from petitions.domain.values import Actor, Category, Channel, Contact, Petitioner, local_date
 from petitions.infra.committer import GroupCommitter
+from petitions.infra.metrics import REGISTRATION_STAGE
 from petitions.infra.store import (
     REQUEST_STORE_TIMEOUT_S,
     CaseStore,
@@ -25,6 +27,7 @@ from petitions.infra.store import (
 )
 from services.intake.matching import Match, OpenCaseFinder, Screening
 
+SCREENED = REGISTRATION_STAGE.labels("screen")
 IDEMPOTENCY_NAMESPACE = UUID("6f1c1d0e-7d1b-4a44-9d59-2d7e0b0c5a11")
 
 
@@ -104,11 +107,13 @@ class Registrar:
         case_id = _case_id_for(actor, idempotency_key)
         key = petitioner_key(cmd.petitioner.id_number, self.identity_hash_key) \
             if cmd.petitioner else ""
+        started = time.monotonic()
         screening = await self.finder.screen(
             petitioner_key=key, division=cmd.division, category=cmd.category.value,
             subject=cmd.subject, content=cmd.content,
             number_for=(cmd.division, cmd.received_at.year),
             request_id=case_id if idempotency_key else None)
+        SCREENED.observe(time.monotonic() - started)
         if screening.stored or screening.link is not None:
             return await self._replay(case_id, digest, screening)
         if screening.match is not None:

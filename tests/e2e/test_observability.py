@@ -187,6 +187,11 @@ def test_every_service_serves_its_metrics(system, petition):
     assert any(line.startswith('http_requests_total{') and 'route="/v1/petitions"' in line
                for line in intake)
     assert any(line.startswith("http_request_seconds_bucket{") for line in intake)
+    # A registration's time by stage: each stage timed at least once for the petition.
+    for stage in ("screen", "queued", "commit"):
+        [count] = [line for line in intake if line.startswith(
+            f'petitions_registration_stage_seconds_count{{stage="{stage}"}}')]
+        assert float(count.rsplit(" ", 1)[1]) >= 1, count
     assert any(line.startswith("petitions_events_appended_total{")
                and 'service="intake"' in line and 'type="Registered"' in line for line in intake)
     assert any(line.startswith("petitions_events_appended_total{")

@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import REGISTRY
 
 from petitions.domain.case import Case
 from petitions.domain.values import Category, Channel, Petitioner
@@ -77,3 +78,27 @@ async def test_a_conflict_in_one_batch_fails_only_its_own_save(store, pool, over
     await committer.stop()
     assert [type(r).__name__ for r in results].count("IntegrityError") == 1
     assert all(store.get(c.id) is not None for c in others)
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_each_save_is_timed_in_the_queue_and_each_batch_in_its_commit(store):
+    before = {"queued": _sample("petitions_registration_stage_seconds_count", stage="queued"),
+              "commit": _sample("petitions_registration_stage_seconds_count", stage="commit"),
+              "cases": _sample("petitions_group_commit_cases_sum"),
+              "batches": _sample("petitions_group_commit_cases_count")}
+    committer = GroupCommitter(store, max_batch=4, max_in_flight=1)
+    committer.start()
+    await asyncio.gather(*(committer.save(new_case()) for _ in range(10)))
+    await committer.stop()
+    # One queue wait per case; one commit time and one batch size per transaction.
+    assert _sample("petitions_registration_stage_seconds_count", stage="queued") \
+        == before["queued"] + 10
+    assert _sample("petitions_registration_stage_seconds_count", stage="commit") \
+        == before["commit"] + committer.transactions
+    assert _sample("petitions_group_commit_cases_sum") == before["cases"] + 10
+    assert _sample("petitions_group_commit_cases_count") \
+        == before["batches"] + committer.transactions
+    assert committer.transactions >= 3  # batches of at most 4
