@@ -146,10 +146,12 @@ def closed_run(label: str, port: int, concurrency: int, args: argparse.Namespace
 def fixed_run(label: str, port: int, rate: float, args: argparse.Namespace,
               token: str | None, groups: list[Group], drained: Any = None,
               stages_port: int | None = None) -> dict[str, Any]:
-    """One open-loop run at a fixed rate over 64 connections."""
+    """One open-loop run at a fixed rate over 64 connections, after a warm-up at that rate
+    (as the closed runs have theirs): what is measured is the steady state at that load, not
+    the step from idle to it."""
     log(f"{label}: fixed rate {rate:.0f}/s, {args.duration:.0f} s")
     r = run_load(port, mode="open", concurrency=64, duration=args.duration, rate=rate,
-                 token=token, meter=CpuMeter(groups), stages_port=stages_port)
+                 token=token, warmup=1.0, meter=CpuMeter(groups), stages_port=stages_port)
     r.pop("records")
     r["rate"] = rate
     r["drained_before"] = drained
@@ -570,7 +572,8 @@ def build_sections(out: dict[str, Any]) -> list[tuple[str, str]]:
         body = (
             "Closed loop: N clients on keep-alive connections, each sending its next POST when "
             "the previous one is answered, for the stated duration after a 1 s warm-up. Fixed "
-            "rate: open loop over 64 connections, latency from each request's scheduled time. "
+            "rate: open loop over 64 connections, latency from each request's scheduled time, "
+            "after 1 s at the same rate on the same connections, unmeasured. "
             "Intake runs as its real process with the other three services running (they "
             "consume what intake registers, as in production); \"intake alone\" is a diagnostic "
             "run with no consumers (intake's relay still publishes). The plain app runs in "

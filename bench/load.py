@@ -9,6 +9,9 @@ front, so the generator costs little CPU per request. Two modes:
   `--concurrency` connections. Latency counts from the request's *scheduled* time, so a stall
   is not hidden by requests that were never sent (no coordinated omission).
 
+`--warmup` seconds of unmeasured load come first: flat out in closed mode, at the run's own
+rate on the run's own connections in open mode.
+
 Only ever talks to 127.0.0.1.
 """
 from __future__ import annotations
@@ -182,14 +185,17 @@ async def closed_loop(port: int, requests: Petitions, concurrency: int, duration
 
 
 async def open_loop(port: int, requests: Petitions, connections: int, rate: float,
-                    duration: float, record: bool) -> tuple[Result, float]:
+                    duration: float, record: bool, warmup: float = 0.0) -> tuple[Result, float]:
+    """`warmup` seconds at the same rate on the same connections come first, unmeasured:
+    the requests scheduled in them are sent but not counted."""
     result = Result()
     idle: asyncio.Queue[Conn] = asyncio.Queue()
     conns = [Conn(port) for _ in range(connections)]
     await asyncio.gather(*(c.open() for c in conns))
     for c in conns:
         idle.put_nowait(c)
-    total = int(rate * duration)
+    first_measured = int(rate * warmup)
+    total = first_measured + int(rate * duration)
     perf = time.perf_counter
     tasks: set[asyncio.Task[None]] = set()
 
@@ -198,11 +204,14 @@ async def open_loop(port: int, requests: Petitions, connections: int, rate: floa
         try:
             status, body = await conn.call(requests.request(n))
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            result.error(exc)
+            if n >= first_measured:
+                result.error(exc)
             conn.close()
             return
         finally:
             idle.put_nowait(conn)
+        if n < first_measured:
+            return
         latency = perf() - scheduled
         result.add(status, latency)
         if record and status == 201:
@@ -227,7 +236,7 @@ async def open_loop(port: int, requests: Petitions, connections: int, rate: floa
     result.errors["not completed"] = len(tasks) if tasks else 0
     if not result.errors["not completed"]:
         del result.errors["not completed"]
-    elapsed = perf() - start
+    elapsed = perf() - start - first_measured / rate
     for c in conns:
         c.close()
     return result, elapsed
@@ -277,12 +286,13 @@ def main(argv: list[str]) -> int:
     warm = Petitions(a.port, a.path, a.token, (a.seed + 500) % 1000)
 
     async def go() -> tuple[Result, float]:
+        if a.mode == "open":  # warmed up at its own rate, not flat out
+            return await open_loop(a.port, requests, a.concurrency, a.rate, a.duration,
+                                   a.record, a.warmup)
         if a.warmup > 0:
             await closed_loop(a.port, warm, a.concurrency, a.warmup, a.max_requests, False)
-        if a.mode == "closed":
-            return await closed_loop(a.port, requests, a.concurrency, a.duration,
-                                     a.max_requests, a.record)
-        return await open_loop(a.port, requests, a.concurrency, a.rate, a.duration, a.record)
+        return await closed_loop(a.port, requests, a.concurrency, a.duration, a.max_requests,
+                                 a.record)
 
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     result, elapsed = asyncio.run(go())
