@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import unicodedata
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from petitions.domain.matching import _NFKC_FORMS, content_fingerprint, nfkc
+from petitions.domain.matching import _NFKC_FORMS, RecentFingerprints, content_fingerprint, nfkc
 
 # Characters NFKC treats specially around others: combining marks (reordered, composed with
 # the base before them, the long solidus with < = >), kana voiced marks (half-width ones
@@ -41,3 +42,26 @@ def test_width_case_spaces_and_punctuation_do_not_change_a_fingerprint():
     assert one == content_fingerprint("330106", "appeal", "宅基地纠纷　请求重新丈量ＡＢＣ１２３")
     assert one != content_fingerprint("330106", "appeal", "宅基地纠纷，请求重新登记（ABC 123）。")
     assert one != content_fingerprint("330108", "appeal", "宅基地纠纷，请求重新丈量（ABC 123）。")
+
+
+def test_a_content_fingerprinted_again_is_looked_up_not_normalised_again(monkeypatch):
+    from petitions.domain import matching
+
+    content = "宅基地纠纷，请求重新丈量。" * 100
+    first = content_fingerprint("330106", "appeal", content)
+    monkeypatch.setattr(matching, "nfkc", lambda text: pytest.fail("normalised again"))
+    assert content_fingerprint("330106", "appeal", "".join(list(content))) == first
+
+
+def test_recent_fingerprints_keep_within_their_entries_and_characters():
+    recent = RecentFingerprints(max_entries=3, budget_chars=10)
+    for i, text in enumerate(["aaaa", "bbbb", "cc"]):
+        recent.put(("d", "c", text), str(i))
+    assert [recent.get(("d", "c", t)) for t in ("aaaa", "bbbb", "cc")] == ["0", "1", "2"]
+    recent.put(("d", "c", "eeee"), "3")  # 14 characters: the oldest goes
+    assert recent.get(("d", "c", "aaaa")) is None and recent.get(("d", "c", "eeee")) == "3"
+    recent.put(("d", "c", "f"), "4")  # a fourth entry: the next oldest goes
+    assert recent.get(("d", "c", "bbbb")) is None
+    assert [recent.get(("d", "c", t)) for t in ("cc", "eeee", "f")] == ["2", "3", "4"]
+    recent.put(("d", "c", "x" * 11), "5")  # longer than the whole budget: not kept
+    assert recent.get(("d", "c", "x" * 11)) is None and recent.get(("d", "c", "f")) == "4"
