@@ -6,7 +6,8 @@ that fails is reported and the others still run):
   1. intake: the four real services as processes; closed-loop POST /v1/petitions at 8, 32 and
      64 clients (letting the consumers catch up between runs), then a fixed rate at half the
      peak; peak memory of every service; the event-table lock sampled meanwhile;
-     1b. diagnostic: intake alone, no consumers running;
+     1b. diagnostic: intake alone, no consumers running; then letters of 2,000 characters
+         (the other runs send one sentence) by intake alone and by the plain endpoint;
   2. baseline: plain FastAPI + asyncpg (one INSERT per POST) in its own uvicorn process, the same
      concurrencies and the same fixed rate, on the same database;
   3. end to end: one JetStream hop as the baseline, then fresh services and a webhook receiver,
@@ -71,7 +72,8 @@ _seeds = iter(range(1, 500))
 
 def run_load(port: int, *, mode: str, concurrency: int, duration: float, token: str | None,
              rate: float | None = None, record: bool = False, warmup: float = 0.0,
-             meter: CpuMeter | None = None, stages_port: int | None = None) -> dict[str, Any]:
+             meter: CpuMeter | None = None, stages_port: int | None = None,
+             letter_chars: int = 0) -> dict[str, Any]:
     """One run of the load generator; `stages_port`: intake's, to read its registration
     stages over the run (after the warm-up, as the CPU meter)."""
     argv = [sys.executable, "-m", "bench.load", "--port", str(port), "--mode", mode,
@@ -83,6 +85,8 @@ def run_load(port: int, *, mode: str, concurrency: int, duration: float, token: 
         argv += ["--token", token]
     if record:
         argv.append("--record")
+    if letter_chars:
+        argv += ["--letter-chars", str(letter_chars)]
     proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     before = None
@@ -261,8 +265,42 @@ def phase_intake_alone(stack: Stack, args: argparse.Namespace, token: str | None
                 f"cpu {r['cpu_cores']}; stages {r.get('stages')}")
         out["alone_runs"] = runs
         out["alone_db"] = asyncio.run(_log_stats(dsn))
+        out["letters"] = long_letters(stack, args, token, dsn, services)
     finally:
         stop_services(services)
+
+
+LETTER_CHARS = 2_000
+LETTER_CLIENTS = 32
+
+
+def long_letters(stack: Stack, args: argparse.Namespace, token: str | None, dsn: str,
+                 services: dict[str, Any]) -> dict[str, Any]:
+    """Diagnostic: letters of 2,000 characters, as written letters run (the other runs send
+    one sentence, as a short online form): intake alone, then at once the plain endpoint."""
+    out = {}
+    plain, plain_port = stack.baseline_app(dsn)
+    try:
+        for label, port, groups, key in (
+                ("intake alone", services["intake"].port, service_groups(stack, services),
+                 "intake"),
+                ("plain", plain_port, [Group("baseline", lambda: [plain.pid]),
+                                       Group("postgresql", stack.postgres_roots,
+                                             with_descendants=True)], "plain")):
+            log(f"{label}: letters of {LETTER_CHARS} characters, {LETTER_CLIENTS} clients, "
+                f"{args.duration:.0f} s")
+            r = run_load(port, mode="closed", concurrency=LETTER_CLIENTS, duration=args.duration,
+                         token=token if key == "intake" else None, warmup=1.0,
+                         meter=CpuMeter(groups), letter_chars=LETTER_CHARS,
+                         stages_port=port if key == "intake" else None)
+            r.pop("records")
+            r["concurrency"] = f"{LETTER_CLIENTS}, letters of {LETTER_CHARS:,} characters"
+            out[key] = r
+            log(f"  -> {r['throughput']:.0f}/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms; "
+                f"cpu {r['cpu_cores']}")
+    finally:
+        stop_process(plain)
+    return out
 
 
 async def _log_stats(dsn: str) -> dict[str, Any]:
@@ -455,6 +493,12 @@ def build_rows(out: dict[str, Any]) -> list[Row]:
             ap = max(r["throughput"] for r in out["alone_runs"])
             rows.append(Row("diagnostic: intake peak with no consumers running", f"{ap:.0f}/s",
                             f"{bp:.0f}/s", ratio(ap, bp), "—", None))
+        letters = out.get("letters")
+        if letters:
+            li, lp = letters["intake"]["throughput"], letters["plain"]["throughput"]
+            rows.append(Row(f"diagnostic: intake alone, letters of {LETTER_CHARS:,} characters "
+                            f"({LETTER_CLIENTS} clients)", f"{li:.0f}/s",
+                            f"{lp:.0f}/s (the same letters)", ratio(li, lp), "—", None))
         rows += _cpu_rows(out)
         h, bh = out["intake_half"], out["baseline_half"]
         rows.append(Row(
@@ -554,10 +598,13 @@ def build_sections(out: dict[str, Any]) -> list[tuple[str, str]]:
                   "event-table lock: held % / avg waiters / holder idle on client %",
                   "registration, mean ms: screen / queued / commit (cases per commit)"]
         rows = []
+        letters = out.get("letters", {})
         for label, runs, half in (("intake", out["intake_runs"], out["intake_half"]),
                                   ("intake alone", out.get("alone_runs", []), None),
                                   ("plain", out.get("baseline_runs", []),
-                                   out.get("baseline_half"))):
+                                   out.get("baseline_half")),
+                                  ("intake alone", [letters["intake"]] if letters else [], None),
+                                  ("plain", [letters["plain"]] if letters else [], None)):
             for r in runs + ([dict(half, concurrency=f"{half['rate']:.0f}/s fixed")]
                              if half else []):
                 cpu = ", ".join(f"{k} {v}" for k, v in r.get("cpu_cores", {}).items() if v)

@@ -51,8 +51,14 @@ class Petitions:
 
     SERIAL, IDNUM = "__SERIAL__", "__IDNUM__"
 
-    def __init__(self, port: int, path: str, token: str | None, seed: int, shapes: int = 15):
+    SENTENCE = "村里重新分配宅基地时漏掉了我家，多次向村委会反映无果，请求依法处理。"
+
+    def __init__(self, port: int, path: str, token: str | None, seed: int, shapes: int = 15,
+                 letter_chars: int = 0):
+        """`letter_chars`: make each letter about that long (the sentence repeated), as a
+        written letter is; by default one sentence, as a short online form is."""
         self.seed = seed
+        repeats = max(1, round(letter_chars / len(self.SENTENCE)))
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
         self.head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
                      f"Content-Type: application/json\r\n{auth}Content-Length: ").encode()
@@ -63,8 +69,7 @@ class Petitions:
                 "category": "appeal" if i % 5 else "suggestion",
                 "division": DIVISIONS[i % len(DIVISIONS)],
                 "subject": SUBJECTS[i % len(SUBJECTS)],
-                "content": "村里重新分配宅基地时漏掉了我家，多次向村委会反映无果，请求依法处理。"
-                           f"（登记样本 {self.SERIAL}）",
+                "content": self.SENTENCE * repeats + f"（登记样本 {self.SERIAL}）",
                 "requests": ["重新丈量并登记", "书面答复处理结果"],
                 "people_count": 1 + i % 3,
                 "petitioner": {"name": "张三", "id_number": self.IDNUM,
@@ -274,16 +279,20 @@ def main(argv: list[str]) -> int:
     p.add_argument("--record", action="store_true", help="return (case_id, time of 201) pairs")
     p.add_argument("--warmup", type=float, default=0.0, help="seconds of unmeasured load first")
     p.add_argument("--seed", type=int, default=0, help="0-999: keeps runs' petitions distinct")
+    p.add_argument("--letter-chars", type=int, default=0,
+                   help="letters of about this many characters (default: one sentence)")
     a = p.parse_args(argv)
-    if a.duration > 120 or a.max_requests > 900_000 or a.rate > 50_000 or not 0 <= a.seed < 500:
+    if (a.duration > 120 or a.max_requests > 900_000 or a.rate > 50_000
+            or not 0 <= a.seed < 500 or not 0 <= a.letter_chars <= 20_000):
         p.error("refusing an unbounded-looking run")
     try:
         import uvloop
         uvloop.install()
     except ImportError:
         pass
-    requests = Petitions(a.port, a.path, a.token, a.seed)
-    warm = Petitions(a.port, a.path, a.token, (a.seed + 500) % 1000)
+    requests = Petitions(a.port, a.path, a.token, a.seed, letter_chars=a.letter_chars)
+    warm = Petitions(a.port, a.path, a.token, (a.seed + 500) % 1000,
+                     letter_chars=a.letter_chars)
 
     async def go() -> tuple[Result, float]:
         if a.mode == "open":  # warmed up at its own rate, not flat out
