@@ -123,7 +123,8 @@ def describe_load(r: dict[str, Any]) -> str:
 
 def closed_run(label: str, port: int, concurrency: int, args: argparse.Namespace,
                token: str | None, groups: list[Group], lock_dsn: str | None = None,
-               drained: Any = None, stages_port: int | None = None) -> dict[str, Any]:
+               drained: Any = None, stages_port: int | None = None,
+               letter_chars: int = 0) -> dict[str, Any]:
     """One closed-loop run: `concurrency` clients for the stated duration after a warm-up."""
     log(f"{label}: {concurrency} concurrent clients, {args.duration:.0f} s")
     watch = LockWatch(lock_dsn) if lock_dsn else None
@@ -131,7 +132,8 @@ def closed_run(label: str, port: int, concurrency: int, args: argparse.Namespace
         watch.__enter__()
     try:
         r = run_load(port, mode="closed", concurrency=concurrency, duration=args.duration,
-                     token=token, warmup=1.0, meter=CpuMeter(groups), stages_port=stages_port)
+                     token=token, warmup=1.0, meter=CpuMeter(groups), stages_port=stages_port,
+                     letter_chars=letter_chars)
     finally:
         if watch:
             watch.__exit__()
@@ -209,6 +211,11 @@ def paired_sweep(intake: tuple[int, list[Group]], plain: tuple[int, list[Group]]
             "baseline_half": base_half}
 
 
+def baseline_groups(stack: Stack, plain: subprocess.Popen[Any]) -> list[Group]:
+    return [Group("baseline", lambda: [plain.pid]),
+            Group("postgresql", stack.postgres_roots, with_descendants=True)]
+
+
 def service_groups(stack: Stack, services: dict[str, Any]) -> list[Group]:
     groups = [Group(n, (lambda s=s: [s.proc.pid])) for n, s in services.items()]
     return groups + [Group("postgresql", stack.postgres_roots, with_descendants=True),
@@ -225,11 +232,9 @@ def phase_intake(stack: Stack, args: argparse.Namespace, token: str | None,
     try:
         plain, plain_port = stack.baseline_app(dsn)
         stream = stack.streams["intake"]
-        plain_groups = [Group("baseline", lambda: [plain.pid]),
-                        Group("postgresql", stack.postgres_roots, with_descendants=True)]
         out.update(paired_sweep(
             (services["intake"].port, service_groups(stack, services)),
-            (plain_port, plain_groups), args, token, dsn,
+            (plain_port, baseline_groups(stack, plain)), args, token, dsn,
             drain=lambda: asyncio.run(pipeline.wait_drained(
                 stack.infra.nats_url, stream, dsn, args.drain_between))))
         out["intake_peak"] = max(r["throughput"] for r in out["intake_runs"])
@@ -278,28 +283,21 @@ def long_letters(stack: Stack, args: argparse.Namespace, token: str | None, dsn:
                  services: dict[str, Any]) -> dict[str, Any]:
     """Diagnostic: letters of 2,000 characters, as written letters run (the other runs send
     one sentence, as a short online form): intake alone, then at once the plain endpoint."""
-    out = {}
     plain, plain_port = stack.baseline_app(dsn)
     try:
-        for label, port, groups, key in (
-                ("intake alone", services["intake"].port, service_groups(stack, services),
-                 "intake"),
-                ("plain", plain_port, [Group("baseline", lambda: [plain.pid]),
-                                       Group("postgresql", stack.postgres_roots,
-                                             with_descendants=True)], "plain")):
-            log(f"{label}: letters of {LETTER_CHARS} characters, {LETTER_CLIENTS} clients, "
-                f"{args.duration:.0f} s")
-            r = run_load(port, mode="closed", concurrency=LETTER_CLIENTS, duration=args.duration,
-                         token=token if key == "intake" else None, warmup=1.0,
-                         meter=CpuMeter(groups), letter_chars=LETTER_CHARS,
-                         stages_port=port if key == "intake" else None)
-            r.pop("records")
-            r["concurrency"] = f"{LETTER_CLIENTS}, letters of {LETTER_CHARS:,} characters"
-            out[key] = r
-            log(f"  -> {r['throughput']:.0f}/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms; "
-                f"cpu {r['cpu_cores']}")
+        out = {
+            "intake": closed_run(
+                f"intake alone, letters of {LETTER_CHARS:,} characters",
+                services["intake"].port, LETTER_CLIENTS, args, token,
+                service_groups(stack, services), stages_port=services["intake"].port,
+                letter_chars=LETTER_CHARS),
+            "plain": closed_run(
+                f"plain, letters of {LETTER_CHARS:,} characters", plain_port, LETTER_CLIENTS,
+                args, None, baseline_groups(stack, plain), letter_chars=LETTER_CHARS)}
     finally:
         stop_process(plain)
+    for r in out.values():
+        r["concurrency"] = f"{LETTER_CLIENTS}, letters of {LETTER_CHARS:,} characters"
     return out
 
 
@@ -322,8 +320,7 @@ def phase_baseline(stack: Stack, args: argparse.Namespace, out: dict[str, Any]) 
     dsn = out.get("intake_dsn") or stack.database("plain")
     proc, port = stack.baseline_app(dsn)
     try:
-        groups = [Group("baseline", lambda: [proc.pid]),
-                  Group("postgresql", stack.postgres_roots, with_descendants=True)]
+        groups = baseline_groups(stack, proc)
         # the fixed-rate run uses intake's half-peak rate: the same offered load for both
         rate = max(out["intake_peak"] / 2, 1.0) if "intake_peak" in out else None
         runs, half = sweep("baseline", port, args, None, groups, None, half_rate=rate)

@@ -94,8 +94,7 @@ def nfkc(text: str) -> str:
     """`unicodedata.normalize("NFKC", text)`, three times faster on Chinese text.
 
     One character that NFKC changes (a full-width comma) sends a whole text down the
-    normaliser's slow path: 0.3 ms for a letter of 2,000 characters (0.1 ms this way), twice
-    per petition (screening, and the case summary's key). The
+    normaliser's slow path: 0.3 ms for a letter of 2,000 characters (0.1 ms this way). The
     common ones are first replaced by their own NFKC forms, which leaves the result as it
     was (a character and its NFKC form decompose to the same sequence, and NFKC composes
     that sequence) and usually leaves a text the normaliser's quick check passes."""

@@ -17,7 +17,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 from eventsourcing.persistence import IntegrityError
@@ -29,8 +29,11 @@ from petitions.infra.store import CaseStore
 
 log = logging.getLogger(__name__)
 
-# (aggregate, the context its save was asked in, settled when saved, monotonic time queued)
-_Item = tuple[Any, contextvars.Context, "asyncio.Future[None]", float]
+class _Item(NamedTuple):
+    aggregate: Any
+    context: contextvars.Context  # the one its save was asked in
+    done: asyncio.Future[None]  # settled when saved
+    queued_at: float  # time.monotonic()
 _STOP: Any = object()
 QUEUED = REGISTRATION_STAGE.labels("queued")
 COMMITTED = REGISTRATION_STAGE.labels("commit")
@@ -65,8 +68,8 @@ class GroupCommitter:
         types = ",".join(sorted({type(e).__name__ for e in aggregate.pending_events}))
         with tracing.span(f"append {types}", {tracing.CASE_ID_ATTRIBUTE: str(aggregate.id)}):
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            await self._queue.put((aggregate, contextvars.copy_context(), done,
-                                   time.monotonic()))
+            await self._queue.put(_Item(aggregate, contextvars.copy_context(), done,
+                                        time.monotonic()))
             await done
 
     async def _run(self) -> None:
@@ -102,7 +105,8 @@ class GroupCommitter:
         await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def _save(self, batch: list[_Item]) -> None:
-        aggregates, contexts = [item[0] for item in batch], [item[1] for item in batch]
+        aggregates = [item.aggregate for item in batch]
+        contexts = [item.context for item in batch]
         if self.pool is not None:
             await self.store.save_async(self.pool, *aggregates, contexts=contexts)
         else:
@@ -111,7 +115,7 @@ class GroupCommitter:
     async def _commit(self, batch: list[_Item]) -> None:
         started = time.monotonic()
         for item in batch:
-            QUEUED.observe(started - item[3])
+            QUEUED.observe(started - item.queued_at)
         try:
             await self._save(batch)
             COMMITTED.observe(time.monotonic() - started)
@@ -153,10 +157,10 @@ class GroupCommitter:
 
 
 def _settle(batch: list[_Item], exc: Exception | None) -> None:
-    for _, _, done, _ in batch:
-        if done.done():
+    for item in batch:
+        if item.done.done():
             continue
         if exc is None:
-            done.set_result(None)
+            item.done.set_result(None)
         else:
-            done.set_exception(exc)
+            item.done.set_exception(exc)
