@@ -23,7 +23,7 @@ import pytest
 from petitions.domain.matching import CLOSED_STATUSES
 from petitions.infra.batching import HEADS_SQL, HISTORIES_SQL
 from petitions.infra.projection import _CURRENT_SUMMARIES
-from services.intake.matching import SCREEN_SQL
+from services.intake.matching import SCREEN_SQL, ScreeningRequest, screening_arguments
 from services.intake.queries import listing_query
 from services.notify.recorder import _STALE_HISTORIES
 from services.notify.repository import _SETTLE
@@ -223,7 +223,9 @@ def _case_ids(n: int, first: int = 1) -> list[Any]:
 
 
 def _screen_args(key: str, digest: str, request_id: Any) -> list[Any]:
-    return [key, "appeal", "s", digest, "330106", 2026, False, request_id]
+    """SCREEN_SQL's arguments for one petition (a batch of one)."""
+    return screening_arguments([ScreeningRequest(key, "appeal", "s", digest, "330106", 2026,
+                                                 False, request_id)])
 
 
 # (table, its fill, statement, its arguments, the most rows it may read)

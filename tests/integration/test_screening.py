@@ -13,7 +13,14 @@ import pytest
 
 from petitions.domain.matching import CLOSED_STATUSES, content_fingerprint
 from petitions.infra.pools import holds_session_state
-from services.intake.matching import SCREEN_SQL, Match, OpenCaseFinder, Screening
+from services.intake.matching import (
+    SCREEN_SQL,
+    Match,
+    OpenCaseFinder,
+    Screening,
+    ScreeningRequest,
+    screening_arguments,
+)
 from tests.integration.conftest import new_case
 
 pytestmark = pytest.mark.integration
@@ -169,13 +176,13 @@ async def test_a_request_without_a_key_never_reads_the_log(pool, store):
     async with pool.acquire() as conn:
         holds_session_state(conn)  # its plan setting and prepared statement go with it
         await conn.execute("SET plan_cache_mode = force_generic_plan")
-        await conn.execute("PREPARE screen(text, text, text, text, text, int, boolean, "
-                           f"uuid) AS {SCREEN_SQL}")
+        await conn.execute("PREPARE screen(text[], text[], text[], text[], text[], int[], "
+                           f"boolean[], uuid[]) AS {SCREEN_SQL}")
         reads = {}
         for key in ("NULL", f"'{uuid.uuid4()}'"):
             [plan_json] = await conn.fetchrow(
-                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE screen('k', 'appeal', 's', 'd', "
-                f"'330106', 2026, false, {key})")
+                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE screen('{k}', '{appeal}', '{s}', "
+                f"'{{d}}', '{{330106}}', '{{2026}}', '{{false}}', ARRAY[{key}]::uuid[])")
             reads[key] = _log_reads(json.loads(plan_json))
         await conn.execute("DEALLOCATE screen")
     assert reads["NULL"] and all(n == 0 for n in reads["NULL"])
@@ -190,8 +197,60 @@ async def test_the_number_is_taken_without_waiting_for_the_disk(pool):
     async with pool.acquire() as conn:
         holds_session_state(conn)
         async with conn.transaction():
-            row = await conn.fetchrow(SCREEN_SQL, uuid.uuid4().hex, "appeal", "land",
-                                      uuid.uuid4().hex, county, 2026, True, None)
+            row = await conn.fetchrow(SCREEN_SQL, *screening_arguments([ScreeningRequest(
+                uuid.uuid4().hex, "appeal", "land", uuid.uuid4().hex, county, 2026, True, None)]))
             assert row["seq"] == 1
             assert await conn.fetchval("SHOW synchronous_commit") == "off"
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
+
+
+async def test_petitions_screened_together_get_the_answers_each_would_alone(pool, store):
+    """Petitions arriving while a screening statement runs are screened together in the
+    next one: each gets what it would have got alone, and only the new cases take numbers,
+    in the order the petitions came."""
+    # One statement at a time: whatever arrives while it runs is the next batch.
+    finder, county, elsewhere = OpenCaseFinder(pool, max_in_flight=1), _county(), _county()
+    key, ended_key, content = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex
+    repeat = await _summary(pool, division=county, key=key)
+    duplicate = await _summary(pool, division=county, content=content)
+    ended = await _summary(pool, division=county, key=ended_key, status="terminated")
+    created = new_case(division=county)
+    await asyncio.to_thread(store.save, created)
+    before = finder.batches
+
+    def new() -> dict:
+        return {"key": uuid.uuid4().hex, "content": uuid.uuid4().hex}
+
+    first, *together = await asyncio.gather(
+        _screen(finder, county, **new()),
+        _screen(finder, county, key=key, content=uuid.uuid4().hex),
+        _screen(finder, county, key=uuid.uuid4().hex, content=content),
+        finder.screen(petitioner_key=key, division=county, category="appeal", subject="land",
+                      content=content, number_for=(county, 2026), request_id=created.id),
+        _screen(finder, elsewhere, **new()),
+        _screen(finder, county, key=ended_key, content=uuid.uuid4().hex),
+        _screen(finder, county, **new(), number=False),
+        _screen(finder, county, **new()),
+    )
+    # The first ran alone (nothing was running); the others queued behind it, as one batch.
+    assert finder.batches - before == 2
+    assert first == Screening(seq=1)
+    assert together == [
+        Screening(match=Match(repeat, "repeat")),
+        Screening(match=Match(duplicate, "duplicate")),
+        Screening(stored=True),
+        Screening(seq=1),  # another county's counter
+        Screening(terminated_matter=ended, seq=2),
+        Screening(),  # no number asked for
+        Screening(seq=3),
+    ]
+
+
+async def test_concurrent_petitions_of_a_county_take_every_number_once(pool):
+    finder, county = OpenCaseFinder(pool, max_in_flight=2), _county()
+    screenings = await asyncio.gather(*(
+        _screen(finder, county, key=uuid.uuid4().hex, content=uuid.uuid4().hex)
+        for _ in range(60)))
+    # Two batches in flight commit in either order: each number once, none skipped.
+    assert sorted(s.seq for s in screenings) == list(range(1, 61))
+    assert finder.batches < 60  # they were screened in batches, not one by one
