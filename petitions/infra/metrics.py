@@ -17,12 +17,16 @@ EVENTS_APPENDED = Counter(
 # the case number) or as appends queueing behind the event table's lock.
 REGISTRATION_STAGE = Histogram(
     "petitions_registration_stage_seconds",
-    "Time a registration spends in each stage: screen (the screening statement), queued "
+    "Time a registration spends in each stage: screen (its screening statement, the wait for "
+    "it included), queued "
     "(waiting for the group committer to take its case into a batch), commit (its batch's "
     "append transaction)",
     ["stage"], buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
 COMMIT_BATCH_CASES = Histogram(
     "petitions_group_commit_cases", "New cases appended per group-commit transaction",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 100))
+SCREENING_BATCH_PETITIONS = Histogram(
+    "petitions_screening_batch_petitions", "Petitions screened per screening statement",
     buckets=(1, 2, 4, 8, 16, 32, 64, 100))
 
 # -- the relay ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import asyncpg
 from petitions.domain.matching import CLOSED_STATUSES, content_fingerprint
 from petitions.infra.coalesce import Coalescer
 from petitions.infra.columns import as_columns
+from petitions.infra.metrics import SCREENING_BATCH_PETITIONS
 from petitions.infra.unflushed import UNFLUSHED
 
 
@@ -205,6 +206,7 @@ class OpenCaseFinder:
             except asyncpg.DeadlockDetectedError:
                 if attempt == DEADLOCK_RETRIES - 1:
                     raise
+        SCREENING_BATCH_PETITIONS.observe(len(requests))
         return [screening_of(row) for row in rows]
 
     async def remember_link(self, request_id: UUID, case_id: UUID, kind: str, digest: str) -> None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from itertools import count
 
 import pytest
+from prometheus_client import REGISTRY
 
 from petitions.domain.matching import CLOSED_STATUSES, content_fingerprint
 from petitions.infra.pools import holds_session_state
@@ -246,11 +247,21 @@ async def test_petitions_screened_together_get_the_answers_each_would_alone(pool
     ]
 
 
+def _screened_so_far() -> tuple[float, float]:
+    """(petitions, statements) on intake's screening-batch histogram."""
+    family = "petitions_screening_batch_petitions"
+    return (REGISTRY.get_sample_value(f"{family}_sum") or 0.0,
+            REGISTRY.get_sample_value(f"{family}_count") or 0.0)
+
+
 async def test_concurrent_petitions_of_a_county_take_every_number_once(pool):
     finder, county = OpenCaseFinder(pool, max_in_flight=2), _county()
+    petitions_before, statements_before = _screened_so_far()
     screenings = await asyncio.gather(*(
         _screen(finder, county, key=uuid.uuid4().hex, content=uuid.uuid4().hex)
         for _ in range(60)))
     # Two batches in flight commit in either order: each number once, none skipped.
     assert sorted(s.seq for s in screenings) == list(range(1, 61))
     assert finder.batches < 60  # they were screened in batches, not one by one
+    petitions, statements = _screened_so_far()
+    assert (petitions - petitions_before, statements - statements_before) == (60, finder.batches)
