@@ -439,6 +439,14 @@ CREATE INDEX IF NOT EXISTS case_summaries_terminated_petitioner_idx
     WHERE (status = 'terminated' OR (summary->'re_review'->>'issued_on') IS NOT NULL);
 DROP INDEX IF EXISTS case_summaries_petitioner_idx;
 """),
+    (15, "case summaries lose the index no listing reads", """
+-- Case listings name a city, the province or any other prefix by its leading digits
+-- (`left(division, n)`, migration 11; petitions/infra/divisions.py), never with LIKE: the
+-- index on `division text_pattern_ops` serves no statement on case summaries, yet every
+-- summary written (several per case as it moves) inserted into it, and vacuum went through
+-- it. A county (`division = $1`) is read through case_summaries_division_idx.
+DROP INDEX IF EXISTS case_summaries_division_pattern_idx;
+"""),
 ]
 
 
