@@ -208,11 +208,13 @@ _LOCK_UNFLUSHED = f"SELECT pg_try_advisory_xact_lock($1) FROM {UNFLUSHED}"
 
 UPSERT = """
 INSERT INTO case_summaries (case_id, case_number, division, status, category, channel, unit_id,
-    registered_at, registered_position, version, summary, petitioner_key, content_digest)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::timestamptz, $9, $10, $11::jsonb, $12, $13)
+    registered_at, registered_position, version, summary, petitioner_key, content_digest,
+    re_review_issued)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::timestamptz, $9, $10, $11::jsonb, $12, $13, $14)
 ON CONFLICT (case_id) DO UPDATE SET
     status = EXCLUDED.status, unit_id = EXCLUDED.unit_id, division = EXCLUDED.division,
     version = EXCLUDED.version, summary = EXCLUDED.summary,
+    re_review_issued = EXCLUDED.re_review_issued,
     petitioner_key = COALESCE(EXCLUDED.petitioner_key, case_summaries.petitioner_key),
     content_digest = COALESCE(EXCLUDED.content_digest, case_summaries.content_digest)
 """
@@ -232,7 +234,16 @@ def _row(case_id: UUID, s: dict[str, Any], position: int,
         case_id, s["case_number"], s["division"], s["status"], s["category"], s["channel"],
         (s.get("unit") or {}).get("unit_id"), datetime.fromisoformat(s["registered_at"]),
         position, s["version"], (encode or _summary_text)(s), keys[0], keys[1],
+        re_review_issued(s),
     )
+
+
+def re_review_issued(s: dict[str, Any]) -> bool:
+    """Whether the summary records a re-review opinion issued: the column the screening of
+    a terminated matter reads (migration 16), as `summary->'re_review'->>'issued_on' IS NOT
+    NULL` would have it."""
+    re_review = s.get("re_review")
+    return isinstance(re_review, dict) and re_review.get("issued_on") is not None
 
 
 def _summary_json(s: dict[str, Any]) -> bytes:
@@ -250,7 +261,7 @@ def _summary_text(s: dict[str, Any]) -> str:
 _NEXT = "case_summaries_rebuild"
 _COLUMNS = ("case_id", "case_number", "division", "status", "category", "channel", "unit_id",
             "registered_at", "registered_position", "version", "summary", "petitioner_key",
-            "content_digest")
+            "content_digest", "re_review_issued")
 # Case events, case by case in version order (the primary key's order); other aggregates'
 # events share the log but not this view, and are never decoded.
 _CASE_ROWS = (f"SELECT originator_id, originator_version, topic, state, notification_id "
@@ -264,7 +275,7 @@ _SORT_MEMORY = "SET LOCAL work_mem = '64MB'"
 # A summary (about 2 kB of jsonb) stays in its row uncompressed unless the row outgrows a
 # page: compressing every one on COPY was a third of the server's work in a rebuild (and
 # every read of a summary paid to decompress it), for a table about 40% smaller.
-_STORAGE = "toast_tuple_target = 8160"
+_STORAGE = "toast_tuple_target = 8160, fillfactor = 75"  # as migrations 9 and 16 set
 _CASE_ID = itemgetter(0)
 _INDEXES = """
 SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition,

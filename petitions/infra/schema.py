@@ -447,6 +447,25 @@ DROP INDEX IF EXISTS case_summaries_petitioner_idx;
 -- it. A county (`division = $1`) is read through case_summaries_division_idx.
 DROP INDEX IF EXISTS case_summaries_division_pattern_idx;
 """),
+    (16, "a case summary updated in place while its indexed fields stay", """
+-- A case's summary is written again as its events come (routed, clock started, notice
+-- delivered: about one and a half updates per case, most of which leave the status as it
+-- was). Each update inserted a new entry into every index of the table, and vacuum had to
+-- clear every one of them, because one index predicate read the summary document (whether
+-- a re-review opinion was issued), which every update changes: PostgreSQL updates a row in
+-- place (HOT: no index entries) only when no column an index reads has changed. That fact
+-- is now a column of its own, written by the projector with the summary, and pages keep a
+-- quarter free for the new versions of their rows.
+ALTER TABLE case_summaries ADD COLUMN IF NOT EXISTS re_review_issued boolean NOT NULL
+    DEFAULT false;
+UPDATE case_summaries SET re_review_issued = true
+ WHERE (summary->'re_review'->>'issued_on') IS NOT NULL AND NOT re_review_issued;
+DROP INDEX IF EXISTS case_summaries_terminated_petitioner_idx;
+CREATE INDEX case_summaries_terminated_petitioner_idx
+    ON case_summaries (petitioner_key, category, registered_position DESC)
+    WHERE (status = 'terminated' OR re_review_issued);
+ALTER TABLE case_summaries SET (fillfactor = 75);
+"""),
 ]
 
 

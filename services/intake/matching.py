@@ -113,7 +113,7 @@ WITH request AS (
          WHERE r.petitioner_key <> '' AND repeat.case_id IS NULL AND duplicate.case_id IS NULL
            AND petitioner_key >= r.petitioner_key AND petitioner_key <= r.petitioner_key
            AND category = r.category AND summary->>'subject' = r.subject
-           AND (status = 'terminated' OR (summary->'re_review'->>'issued_on') IS NOT NULL)
+           AND (status = 'terminated' OR re_review_issued)
          ORDER BY petitioner_key, category, registered_position DESC LIMIT 1) terminated ON true
 ), numbered AS (
     SELECT i, county, year, row_number() OVER (PARTITION BY county, year ORDER BY i) AS nth,

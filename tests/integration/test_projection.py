@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
+from uuid import uuid4
 
 import pytest
 
@@ -11,7 +12,10 @@ from petitions.domain.values import Actor
 from petitions.infra.projection import (
     _LOCK_UNFLUSHED,
     PROJECTION_LOCK_KEY,
+    UPSERT,
     CaseSummaryProjection,
+    _row,
+    re_review_issued,
 )
 from tests.integration.conftest import commit_one_by_one_while, new_case
 
@@ -22,11 +26,11 @@ ROUTER = Actor(id="routing-service", role="service")
 async def _snapshot(pool, case_ids):
     # Only the given cases: other tests share the table, some with rows made by hand (no
     # events behind them), which a rebuild rightly does not bring back.
-    rows = await pool.fetch("SELECT case_id, status, unit_id, version, registered_position, summary "
-                            "FROM case_summaries WHERE case_id = ANY($1::uuid[]) ORDER BY case_id",
-                            case_ids)
+    rows = await pool.fetch("SELECT case_id, status, unit_id, version, registered_position, "
+                            "re_review_issued, summary FROM case_summaries "
+                            "WHERE case_id = ANY($1::uuid[]) ORDER BY case_id", case_ids)
     return [(r["case_id"], r["status"], r["unit_id"], r["version"], r["registered_position"],
-             json.loads(r["summary"])) for r in rows]
+             r["re_review_issued"], json.loads(r["summary"])) for r in rows]
 
 
 async def test_projection_follows_the_log_and_rebuild_reproduces_it(pool, store, event_log):
@@ -47,7 +51,7 @@ async def test_projection_follows_the_log_and_rebuild_reproduces_it(pool, store,
     by_id = {str(r[0]): r for r in before}
     assert all(by_id[i][2] == "land-330106" and by_id[i][3] == 2 for i in routed)
     assert all(str(c.id) in by_id for c in cases)
-    assert all("petitioner" not in r[5] for r in before)
+    assert all("petitioner" not in r[6] for r in before)
 
     await projection.rebuild()
     assert await _snapshot(pool, ids) == before
@@ -120,3 +124,38 @@ async def test_commits_close_together_are_projected_in_one_batch(pool, store, ev
     assert applied == [head]
     stored = {r["case_id"] for r in await pool.fetch("SELECT case_id FROM case_summaries")}
     assert {c.id for c in cases} <= stored
+
+
+async def test_a_summary_rewritten_with_its_indexed_fields_unchanged_is_updated_in_place(pool):
+    """No index reads the summary document (migration 16), so the projector's rewrite of a
+    case whose status, division and keys stay is a HOT update: no new index entries, nothing
+    for vacuum to clear from the indexes. A status change updates the indexes as it must."""
+    case_id = uuid4()
+    summary = {"case_number": f"330106-2026-{case_id.hex[:8]}", "division": "330106",
+               "status": "registered", "category": "appeal", "channel": "letter",
+               "registered_at": datetime.now(UTC).isoformat(), "version": 1, "subject": "land"}
+    hot = "SELECT pg_stat_get_xact_tuples_hot_updated('case_summaries'::regclass)"
+    async with pool.acquire() as conn:
+        writing = conn.transaction()
+        await writing.start()
+        try:
+            await conn.execute(UPSERT, *_row(case_id, summary, 1, ("key", "digest")))
+            before = await conn.fetchval(hot)
+            routed = {**summary, "version": 2, "unit": {"unit_id": "land-330106"}}
+            await conn.execute(UPSERT, *_row(case_id, routed, 1, (None, None)))
+            assert await conn.fetchval(hot) == before + 1
+            accepted = {**routed, "version": 3, "status": "accepted"}
+            await conn.execute(UPSERT, *_row(case_id, accepted, 1, (None, None)))
+            assert await conn.fetchval(hot) == before + 1  # the status is indexed
+        finally:
+            await writing.rollback()
+
+
+@pytest.mark.parametrize("document", [
+    {}, {"re_review": None}, {"re_review": {}}, {"re_review": {"issued_on": None}},
+    {"re_review": {"issued_on": "2026-03-01"}}, {"re_review": {"issued_on": ""}},
+    {"re_review": "2026-03-01"}, {"re_review": ["issued_on"]}])
+async def test_the_re_review_column_says_what_the_summary_document_says(pool, document):
+    in_sql = await pool.fetchval(
+        "SELECT ($1::jsonb->'re_review'->>'issued_on') IS NOT NULL", json.dumps(document))
+    assert re_review_issued(document) is in_sql

@@ -368,7 +368,8 @@ async def test_a_petitioner_with_many_closed_cases_has_only_the_candidates_read(
         ended = 10_001  # an appeal: not a multiple of 3
         await conn.execute(
             "UPDATE case_summaries SET summary = '{\"subject\": \"s\", \"re_review\": "
-            "{\"issued_on\": \"2026-03-01\"}}' WHERE registered_position = $1", ended)
+            "{\"issued_on\": \"2026-03-01\"}}', re_review_issued = true "
+            "WHERE registered_position = $1", ended)
         assert (await conn.fetchrow(SCREEN_SQL, *args))["terminated"] == \
             _case_ids(1, first=ended)[0]
         for mode, n in (await _screen_reads(conn, args)).items():

@@ -261,7 +261,10 @@ class Unrelated(Aggregate):
 
 
 async def _table(pool) -> list[tuple[Any, ...]]:
-    rows = await pool.fetch("SELECT * FROM case_summaries ORDER BY case_id")
+    # Rows with events behind them: other tests share the table, some with rows made by hand,
+    # which a rebuild rightly does not bring back.
+    rows = await pool.fetch("SELECT * FROM case_summaries s WHERE EXISTS (SELECT 1 FROM "
+                            "cases_events e WHERE e.originator_id = s.case_id) ORDER BY case_id")
     return [tuple(json.loads(v) if k == "summary" else v for k, v in r.items()) for r in rows]
 
 
@@ -287,7 +290,7 @@ async def test_rebuild_reproduces_what_following_the_log_built(pool, store, even
     assert await projection.catch_up() == head
     followed, indexes = await _table(pool), await _indexes(pool)
     storage = await _storage(pool)
-    assert "toast_tuple_target=8160" in storage  # as migrated
+    assert "toast_tuple_target=8160" in storage and "fillfactor=75" in storage  # as migrated
     ours = {c.id for c in cases}
     mine = [r for r in followed if r[0] in ours]
     assert len(mine) == 12 and {r[3] for r in mine} == {"registered", "accepted"}

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from petitions.domain.matching import CLOSED_STATUSES, content_fingerprint
 from petitions.infra.pools import holds_session_state
+from petitions.infra.projection import re_review_issued
 from services.intake.matching import (
     SCREEN_SQL,
     Match,
@@ -33,13 +34,15 @@ async def _summary(pool, *, division: str, category: str = "appeal", subject: st
                    status: str = "registered", key: str | None = None, content: str = "x",
                    summary: dict | None = None) -> uuid.UUID:
     case_id = uuid.uuid4()
+    document = {"subject": subject, **(summary or {})}
     await pool.execute(
         "INSERT INTO case_summaries (case_id, case_number, division, status, category, channel,"
-        " registered_at, registered_position, version, summary, petitioner_key, content_digest)"
-        " VALUES ($1, $2, $3, $4, $5, 'letter', $6, $7, 1, $8::jsonb, $9, $10)",
+        " registered_at, registered_position, version, summary, petitioner_key, content_digest,"
+        " re_review_issued)"
+        " VALUES ($1, $2, $3, $4, $5, 'letter', $6, $7, 1, $8::jsonb, $9, $10, $11)",
         case_id, f"{division}-2026-{next(_positions)}", division, status, category,
-        datetime.now(UTC), next(_positions), json.dumps({"subject": subject, **(summary or {})}),
-        key, content_fingerprint(division, category, content))
+        datetime.now(UTC), next(_positions), json.dumps(document),
+        key, content_fingerprint(division, category, content), re_review_issued(document))
     return case_id
 
 
