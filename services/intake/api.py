@@ -5,14 +5,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from petitions.domain.access import Principal
 from petitions.domain.values import CaseStatus, Category, Channel, Contact, Petitioner
 from petitions.infra.http import current_principal
 from services.intake.audit_api import case_as_of
+from services.intake.lean_route import bearer_principal, lean_route
 from services.intake.queries import MAX_PAGE_SIZE, BadPageToken, CaseQueries
 from services.intake.registration import (
     IdempotencyKeyReused,
@@ -122,16 +123,15 @@ class RegisteredOut(BaseModel):
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
+IDEMPOTENCY_KEY_MAX = 200
+
+
 def mount_routes(app: FastAPI, registrar: Registrar, queries: CaseQueries,
                  clock: Any = lambda: datetime.now(UTC)) -> None:
-    @app.post("/v1/petitions", status_code=201, response_model=RegisteredOut, tags=["petitions"],
-              responses={200: {"model": RegisteredOut,
-                               "description": "joined an open case as a repeat or duplicate"},
-                         401: {}, 403: {}, 413: {}, 415: {}, 422: {}})
     async def register_petition(
         petition: PetitionIn,
         caller: Caller,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+        idempotency_key: Annotated[str | None, Header(max_length=IDEMPOTENCY_KEY_MAX)] = None,
     ) -> JSONResponse:
         now = clock()
         try:
@@ -148,6 +148,28 @@ def mount_routes(app: FastAPI, registrar: Registrar, queries: CaseQueries,
         status = 200 if result.linked_as else 201
         return JSONResponse(registration_view(result.case, result.linked_as),
                             status_code=status, headers=headers)
+
+    authority = app.state.token_authority
+
+    async def register_at_once(request: Request) -> Response | None:
+        """The registration of a well-formed, authenticated request (see lean_route)."""
+        caller = bearer_principal(request, authority)
+        key = request.headers.get("idempotency-key")
+        if caller is None or (key is not None and len(key) > IDEMPOTENCY_KEY_MAX):
+            return None
+        try:
+            petition = PetitionIn.model_validate_json(await request.body())
+        except ValidationError:
+            return None
+        return await register_petition(petition, caller, key)
+
+    app.router.add_api_route(
+        "/v1/petitions", register_petition, methods=["POST"], status_code=201,
+        response_model=RegisteredOut, tags=["petitions"],
+        responses={200: {"model": RegisteredOut,
+                         "description": "joined an open case as a repeat or duplicate"},
+                   401: {}, 403: {}, 413: {}, 415: {}, 422: {}},
+        route_class_override=lean_route(register_at_once))
 
     @app.get("/v1/cases/{case_id}", tags=["cases"], responses={403: {}, 404: {}})
     async def get_case(case_id: UUID, caller: Caller,

@@ -121,3 +121,27 @@ def test_bad_authorization_headers_are_401(fuzz_system, header):
     r = httpx.get(f"{fuzz_system.urls['intake']}/v1/cases", headers={"Authorization": header},
                   timeout=30)
     assert r.status_code in (401, 431), (r.status_code, r.text[:300])
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Basic abc", "Bearer a.b.c", "bearer\tx"])
+def test_a_registration_with_a_bad_token_is_401(fuzz_system, header):
+    r = httpx.post(f"{fuzz_system.urls['intake']}/v1/petitions", json=_petition(),
+                   headers={"Authorization": header}, timeout=30)
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer", r.text[:300]
+
+
+def test_registration_refusals_name_what_is_wrong(clerk):
+    """Refused registrations get FastAPI's validation answer: where, and what."""
+    long_key = clerk.post("/v1/petitions", json=_petition(),
+                          headers={"Idempotency-Key": "k" * 201})
+    assert long_key.status_code == 422
+    assert [e["loc"] for e in long_key.json()["detail"]] == [["header", "idempotency-key"]]
+    body = _petition()
+    del body["channel"]
+    no_channel = clerk.post("/v1/petitions", json=body)
+    assert no_channel.status_code == 422
+    assert [e["loc"] for e in no_channel.json()["detail"]] == [["body", "channel"]]
+    # The longest key taken, and a well-formed petition: registered.
+    longest = "k" * 168 + uuid.uuid4().hex  # 200 characters, new on every run
+    taken = clerk.post("/v1/petitions", json=_petition(), headers={"Idempotency-Key": longest})
+    assert taken.status_code == 201, taken.text[:300]
