@@ -6,8 +6,9 @@ that fails is reported and the others still run):
   1. intake: the four real services as processes; closed-loop POST /v1/petitions at 8, 32 and
      64 clients (letting the consumers catch up between runs), then a fixed rate at half the
      peak; peak memory of every service; the event-table lock sampled meanwhile;
-     1b. diagnostic: intake alone, no consumers running; then letters of 2,000 characters
-         (the other runs send one sentence) by intake alone and by the plain endpoint;
+     1b. intake alone (its process, database and relay, no consumers) in turns with the plain
+         endpoint, as in phase 1; then (diagnostic) letters of 2,000 characters (the other
+         runs send one sentence) by intake alone and by the plain endpoint;
   2. baseline: plain FastAPI + asyncpg (one INSERT per POST) in its own uvicorn process, the same
      concurrencies and the same fixed rate, on the same database;
   3. end to end: one JetStream hop as the baseline, then fresh services and a webhook receiver,
@@ -251,27 +252,27 @@ def phase_intake(stack: Stack, args: argparse.Namespace, token: str | None,
 
 def phase_intake_alone(stack: Stack, args: argparse.Namespace, token: str | None,
                        out: dict[str, Any]) -> None:
-    """Diagnostic: intake with no consumers running (its relay still publishes)."""
+    """Intake as a service: its process, its database and its relay to NATS, with no consumers
+    on the machine, in turns with the plain endpoint on the same database (each concurrency,
+    then both at half of intake's peak)."""
     dsn = stack.database("alone")
-    log("phase 1b: intake alone (no routing/deadlines/notify)")
+    log("phase 1b: intake alone (no routing/deadlines/notify), in turns with the plain endpoint")
     services = stack.services(dsn, "alone", None, names=("intake",))
+    plain = None
     try:
-        runs = []
-        for c in args.alone_concurrency:
-            log(f"intake alone: {c} concurrent clients, {args.duration:.0f} s")
-            r = run_load(services["intake"].port, mode="closed", concurrency=c,
-                         duration=args.duration, token=token, warmup=1.0,
-                         meter=CpuMeter(service_groups(stack, services)),
-                         stages_port=services["intake"].port)
-            r.pop("records")
-            r["concurrency"] = c
-            runs.append(r)
-            log(f"  -> {r['throughput']:.0f}/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms; "
-                f"cpu {r['cpu_cores']}; stages {r.get('stages')}")
-        out["alone_runs"] = runs
+        plain, plain_port = stack.baseline_app(dsn)
+        paired = paired_sweep(
+            (services["intake"].port, service_groups(stack, services)),
+            (plain_port, baseline_groups(stack, plain)), args, token, dsn, drain=None)
+        out.update({f"alone_{k}".replace("alone_intake_", "alone_"): v
+                    for k, v in paired.items()})
         out["alone_db"] = asyncio.run(_log_stats(dsn))
+        stop_process(plain)
+        plain = None
         out["letters"] = long_letters(stack, args, token, dsn, services)
     finally:
+        if plain is not None:
+            stop_process(plain)
         stop_services(services)
 
 
@@ -471,25 +472,48 @@ def _mb(kb: int | None) -> str:
     return "—" if kb is None else f"{kb / 1024:.0f} MB"
 
 
+def _paired_rows(what: str, runs: list[dict[str, Any]], baseline: list[dict[str, Any]],
+                 half: dict[str, Any], baseline_half: dict[str, Any]) -> list[Row]:
+    """Each concurrency beside the plain endpoint's, the peaks (target 0.6×), and the
+    latency at half of intake's peak (target p99 < 50 ms)."""
+    rows = []
+    base = {r["concurrency"]: r for r in baseline}
+    for r in runs:
+        b = base.get(r["concurrency"], {})
+        rows.append(Row(
+            f"{what} POST/s, {r['concurrency']} clients (p50 / p99)",
+            f"{r['throughput']:.0f}/s ({_fmt_ms(r['p50_ms'])} / {_fmt_ms(r['p99_ms'])})",
+            f"{b.get('throughput', 0):.0f}/s ({_fmt_ms(b.get('p50_ms'))} / "
+            f"{_fmt_ms(b.get('p99_ms'))})",
+            ratio(r["throughput"], b.get("throughput")), "—", None))
+    ip = max(r["throughput"] for r in runs)
+    bp = max(r["throughput"] for r in baseline)
+    rows.append(Row(f"{what}: peak throughput", f"{ip:.0f}/s", f"{bp:.0f}/s", ratio(ip, bp),
+                    "≥ 0.6× baseline", ip >= 0.6 * bp))
+    h, bh = half, baseline_half
+    rows.append(Row(
+        f"{what}: latency at half of its peak ({h['rate']:.0f}/s fixed rate), p50 / p99",
+        f"{_fmt_ms(h['p50_ms'])} / {_fmt_ms(h['p99_ms'])}",
+        f"{_fmt_ms(bh['p50_ms'])} / {_fmt_ms(bh['p99_ms'])}",
+        ratio(h["p99_ms"], bh["p99_ms"], 1) + " (p99)", "p99 < 50 ms",
+        h["p99_ms"] is not None and h["p99_ms"] < 50 and h["ok"] >= 0.95 * h["rate"]
+        * h["elapsed_s"] * 0.9))
+    return rows
+
+
+ALONE = "intake (its process, database and relay; no consumers)"
+WITH_CONSUMERS = "intake with routing, deadlines and notify on the same two cores"
+
+
 def build_rows(out: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
+    if "alone_runs" in out and "alone_baseline_runs" in out:
+        rows += _paired_rows(ALONE, out["alone_runs"], out["alone_baseline_runs"],
+                             out["alone_half"], out["alone_baseline_half"])
     if "intake_runs" in out and "baseline_runs" in out:
-        base = {r["concurrency"]: r for r in out["baseline_runs"]}
-        for r in out["intake_runs"]:
-            b = base.get(r["concurrency"], {})
-            rows.append(Row(
-                f"intake POST/s, {r['concurrency']} clients (p50 / p99)",
-                f"{r['throughput']:.0f}/s ({_fmt_ms(r['p50_ms'])} / {_fmt_ms(r['p99_ms'])})",
-                f"{b.get('throughput', 0):.0f}/s ({_fmt_ms(b.get('p50_ms'))} / "
-                f"{_fmt_ms(b.get('p99_ms'))})",
-                ratio(r["throughput"], b.get("throughput")), "—", None))
-        ip, bp = out["intake_peak"], out["baseline_peak"]
-        rows.append(Row("intake peak throughput (all four services running)", f"{ip:.0f}/s",
-                        f"{bp:.0f}/s", ratio(ip, bp), "≥ 0.6× baseline", ip >= 0.6 * bp))
-        if out.get("alone_runs"):
-            ap = max(r["throughput"] for r in out["alone_runs"])
-            rows.append(Row("diagnostic: intake peak with no consumers running", f"{ap:.0f}/s",
-                            f"{bp:.0f}/s", ratio(ap, bp), "—", None))
+        rows += _paired_rows(WITH_CONSUMERS, out["intake_runs"], out["baseline_runs"],
+                             out["intake_half"], out["baseline_half"])
+    if "intake_runs" in out and "baseline_runs" in out:
         letters = out.get("letters")
         if letters:
             li, lp = letters["intake"]["throughput"], letters["plain"]["throughput"]
@@ -497,14 +521,6 @@ def build_rows(out: dict[str, Any]) -> list[Row]:
                             f"({LETTER_CLIENTS} clients)", f"{li:.0f}/s",
                             f"{lp:.0f}/s (the same letters)", ratio(li, lp), "—", None))
         rows += _cpu_rows(out)
-        h, bh = out["intake_half"], out["baseline_half"]
-        rows.append(Row(
-            f"latency at half of intake's peak ({h['rate']:.0f}/s fixed rate), p50 / p99",
-            f"{_fmt_ms(h['p50_ms'])} / {_fmt_ms(h['p99_ms'])}",
-            f"{_fmt_ms(bh['p50_ms'])} / {_fmt_ms(bh['p99_ms'])}",
-            ratio(h["p99_ms"], bh["p99_ms"], 1) + " (p99)", "p99 < 50 ms",
-            h["p99_ms"] is not None and h["p99_ms"] < 50 and h["ok"] >= 0.95 * h["rate"]
-            * h["elapsed_s"] * 0.9))
     if "e2e" in out:
         e, hop = out["e2e"], out.get("hop", {})
         hop_s = f"{_fmt_ms(hop.get('p50_ms'))} / {_fmt_ms(hop.get('p99_ms'))} (one bus hop)"
@@ -597,8 +613,11 @@ def build_sections(out: dict[str, Any]) -> list[tuple[str, str]]:
                   "(petitions per screening / cases per commit)"]
         rows = []
         letters = out.get("letters", {})
-        for label, runs, half in (("intake", out["intake_runs"], out["intake_half"]),
-                                  ("intake alone", out.get("alone_runs", []), None),
+        for label, runs, half in (("intake alone", out.get("alone_runs", []),
+                                   out.get("alone_half")),
+                                  ("plain", out.get("alone_baseline_runs", []),
+                                   out.get("alone_baseline_half")),
+                                  ("intake", out["intake_runs"], out["intake_half"]),
                                   ("plain", out.get("baseline_runs", []),
                                    out.get("baseline_half")),
                                   ("intake alone", [letters["intake"]] if letters else [], None),
@@ -619,13 +638,14 @@ def build_sections(out: dict[str, Any]) -> list[tuple[str, str]]:
             "the previous one is answered, for the stated duration after a 1 s warm-up. Fixed "
             "rate: open loop over 64 connections, latency from each request's scheduled time, "
             "after 1 s at the same rate on the same connections, unmeasured. "
-            "Intake runs as its real process with the other three services running (they "
-            "consume what intake registers, as in production); \"intake alone\" is a diagnostic "
-            "run with no consumers (intake's relay still publishes). The plain app runs in "
-            "turns with intake, on the same database: each concurrency by intake, then at once "
-            "by the plain app (the consumers caught up and idle), then both at the same fixed "
-            "rate, so that each is compared with the machine as it was seconds, not minutes, "
-            "apart. "
+            "\"intake alone\" is intake as a service: its real process, its database and its "
+            "relay publishing every event to NATS, with nothing else on the machine's two "
+            "cores, as the plain app runs. \"intake\" is the same with the other three services "
+            "running beside it on those two cores (they consume what intake registers, and "
+            "take their share of the CPU while they do). Each is measured in turns with a plain "
+            "app on the same database: each concurrency by intake, then at once by the plain "
+            "app (the consumers caught up and idle), then both at half of intake's peak, so "
+            "that each is compared with the machine as it was seconds, not minutes, apart. "
             "Every request is a new petitioner with new wording, so each registers a new case "
             "(none is matched as a repeat or duplicate). The generator is its own process "
             "(asyncio, pre-serialised requests). The lock column samples pg_locks every ~10 ms: "
@@ -737,8 +757,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--e2e-rate", type=float, default=200.0)
     p.add_argument("--e2e-duration", type=float, default=10.0)
     p.add_argument("--events", type=int, default=100_000, help="events for the rebuild")
-    p.add_argument("--alone-concurrency", type=lambda s: [int(x) for x in s.split(",")],
-                   default=[8, 32], help="client counts for the intake-alone diagnostic")
     p.add_argument("--drain-timeout", type=float, default=60.0,
                    help="max seconds to wait for the end-to-end notices")
     p.add_argument("--drain-between", type=float, default=20.0,
