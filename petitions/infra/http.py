@@ -36,38 +36,62 @@ LATENCY = Histogram("http_request_seconds", "HTTP request latency", ["service", 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
-class BodyLimits:
-    """Refuse oversized bodies (413) and non-JSON bodies (415) before any handler runs."""
+class RequestGate:
+    """Every HTTP request's way in, as one plain ASGI layer rather than three (each layer is
+    a coroutine per request, and the metrics' also wrapped every message sent). In order:
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    - once shutdown has begun, new requests (not probes) get 503 with Retry-After and
+      `Connection: close`; requests already in flight are past this point and finish;
+    - U+0000 in the path or query is refused (PostgreSQL text cannot hold it);
+    - a body is refused before any handler runs when it is oversized (413), not JSON (415)
+      or holds U+0000;
+    - what passes is counted and timed per route (`http_requests_total`,
+      `http_request_seconds`)."""
+
+    def __init__(self, app: ASGIApp, *, service: str, draining: asyncio.Event,
+                 max_bytes: int) -> None:
         self.app = app
+        self.service = service
+        self.draining = draining
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and _nul_in_url(scope):
-            await _send_nul_refusal(send, "query")
-            return
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        length = headers.get("content-length")
+        if self.draining.is_set() and scope["path"] not in PROBE_PATHS:
+            response = JSONResponse({"error": "shutting down; retry later"}, status_code=503,
+                                    headers={"Retry-After": "2", "Connection": "close"})
+            await response(scope, receive, send)
+            return
+        if _nul_in_url(scope):
+            await _send_nul_refusal(send, "query")
+            return
+        if scope["method"] in BODY_METHODS:
+            body = await self._checked_body(scope, receive, send)
+            if body is None:
+                return  # refused
+            receive = _replay(body, receive)
+        await self._measured(scope, receive, send)
+
+    async def _checked_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The request's body, or None once a refusal is sent."""
+        length, ctype = _length_and_type(scope)
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await _send_error(send, 413, f"body is larger than {self.max_bytes} bytes")
-            return
-        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
+            return None
+        if ctype.split(";")[0].strip().lower() != "application/json":
             await _send_error(send, 415, "content type must be application/json")
-            return
+            return None
         body = await self._read_body(receive)
         if body is None:
             await _send_error(send, 413, f"body is larger than {self.max_bytes} bytes")
-            return
+            return None
         # PostgreSQL text and jsonb cannot hold U+0000: refuse it before anything is written.
         if b"\x00" in body or b"\\u0000" in body:
             await _send_nul_refusal(send, "body")
-            return
-        await self.app(scope, _replay(body, receive), send)
+            return None
+        return body
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         """The whole body (at most max_bytes; None when larger)."""
@@ -81,6 +105,37 @@ class BodyLimits:
                 return None
             if not message.get("more_body", False):
                 return bytes(body)
+
+    async def _measured(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            REQUESTS.labels(self.service, method, route, str(status)).inc()
+            LATENCY.labels(self.service, method, route).observe(time.perf_counter() - start)
+
+
+def _length_and_type(scope: Scope) -> tuple[str | None, str]:
+    """Content-Length (None when absent) and Content-Type ("" when absent); the last of each
+    when sent twice. Names arrive lower-cased (ASGI); values are read as latin-1, which any
+    bytes decode as."""
+    length, ctype = None, ""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            length = value.decode("latin-1")
+        elif name == b"content-type":
+            ctype = value.decode("latin-1")
+    return length, ctype
 
 
 def _nul_in_url(scope: Scope) -> bool:
@@ -117,24 +172,6 @@ _NO_NATIVE_TELEMETRY: dict[str, Any] = (
     {"telemetry": {"tracing": False, "metrics": False, "logs": False,
                    "operation_spans": False}}
     if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {})
-
-
-class Draining:
-    """Once shutdown has begun, new requests (not probes) get 503 with Retry-After and
-    `Connection: close`; requests already in flight are past this point and finish."""
-
-    def __init__(self, app: ASGIApp, draining: asyncio.Event) -> None:
-        self.app = app
-        self.draining = draining
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and self.draining.is_set()
-                and scope["path"] not in PROBE_PATHS):
-            response = JSONResponse({"error": "shutting down; retry later"}, status_code=503,
-                                    headers={"Retry-After": "2", "Connection": "close"})
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
 
 
 class CaseRoute(APIRoute):
@@ -199,9 +236,8 @@ def build_app(service: str, title: str, ready: Callable[[], Awaitable[dict[str, 
     app.state.draining = asyncio.Event()
     _add_probes(app, ready)
     _add_error_handlers(app)
-    _add_metrics(app, service)
-    app.add_middleware(BodyLimits, max_bytes=max_body_bytes)
-    app.add_middleware(Draining, draining=app.state.draining)
+    app.add_middleware(RequestGate, service=service, draining=app.state.draining,
+                       max_bytes=max_body_bytes)
     # Outermost: the server span covers everything below, 413/415/503 answers included.
     app.add_middleware(tracing.TracingMiddleware, service=service)
     return app
@@ -256,40 +292,6 @@ async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     log.warning("dependency unavailable: %s", exc)
     return JSONResponse(status_code=503, headers={"Retry-After": "2"},
                         content={"error": "temporarily unavailable, retry later"})
-
-
-def _add_metrics(app: FastAPI, service: str) -> None:
-    app.add_middleware(RequestMetrics, service=service)
-
-
-class RequestMetrics:
-    """Request count and latency per route, as plain ASGI (BaseHTTPMiddleware costs a task and
-    a stream per request)."""
-
-    def __init__(self, app: ASGIApp, service: str) -> None:
-        self.app = app
-        self.service = service
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            method = scope["method"]
-            REQUESTS.labels(self.service, method, route, str(status)).inc()
-            LATENCY.labels(self.service, method, route).observe(time.perf_counter() - start)
 
 
 class _Server(uvicorn.Server):
