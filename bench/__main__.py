@@ -239,7 +239,6 @@ def phase_intake(stack: Stack, args: argparse.Namespace, token: str | None,
             drain=lambda: asyncio.run(pipeline.wait_drained(
                 stack.infra.nats_url, stream, dsn, args.drain_between))))
         out["intake_peak"] = max(r["throughput"] for r in out["intake_runs"])
-        out["baseline_peak"] = max(r["throughput"] for r in out["baseline_runs"])
         out["memory_intake_phase"] = {n: status_kb(s.proc.pid, "VmHWM")
                                       for n, s in services.items()}
         out["memory_baseline"] = status_kb(plain.pid, "VmHWM")
@@ -264,8 +263,9 @@ def phase_intake_alone(stack: Stack, args: argparse.Namespace, token: str | None
         paired = paired_sweep(
             (services["intake"].port, service_groups(stack, services)),
             (plain_port, baseline_groups(stack, plain)), args, token, dsn, drain=None)
-        out.update({f"alone_{k}".replace("alone_intake_", "alone_"): v
-                    for k, v in paired.items()})
+        out.update(alone_runs=paired["intake_runs"], alone_half=paired["intake_half"],
+                   alone_baseline_runs=paired["baseline_runs"],
+                   alone_baseline_half=paired["baseline_half"])
         out["alone_db"] = asyncio.run(_log_stats(dsn))
         stop_process(plain)
         plain = None
@@ -326,7 +326,6 @@ def phase_baseline(stack: Stack, args: argparse.Namespace, out: dict[str, Any]) 
         rate = max(out["intake_peak"] / 2, 1.0) if "intake_peak" in out else None
         runs, half = sweep("baseline", port, args, None, groups, None, half_rate=rate)
         out["baseline_runs"], out["baseline_half"] = runs, half
-        out["baseline_peak"] = max(r["throughput"] for r in runs)
         out["memory_baseline"] = status_kb(proc.pid, "VmHWM")
     finally:
         stop_process(proc)
@@ -513,7 +512,6 @@ def build_rows(out: dict[str, Any]) -> list[Row]:
     if "intake_runs" in out and "baseline_runs" in out:
         rows += _paired_rows(WITH_CONSUMERS, out["intake_runs"], out["baseline_runs"],
                              out["intake_half"], out["baseline_half"])
-    if "intake_runs" in out and "baseline_runs" in out:
         letters = out.get("letters")
         if letters:
             li, lp = letters["intake"]["throughput"], letters["plain"]["throughput"]

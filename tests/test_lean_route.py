@@ -10,7 +10,8 @@ from pydantic import BaseModel
 
 from petitions.domain.access import Principal, Role
 from petitions.infra.auth import TokenAuthority
-from services.intake.lean_route import bearer_principal, lean_route
+from petitions.infra.http import bearer_principal
+from services.intake.lean_route import lean_route
 
 KEY = b"k" * 32
 
@@ -77,11 +78,13 @@ def test_the_route_schema_is_the_standard_one() -> None:
     ("Bearer {token}", True), ("bearer {token}", True), ("Basic {token}", False),
     ("Bearer", False), ("Bearer ", False), ("{token}", False), ("Bearer x{token}", False),
     ("", False)])
-def test_only_a_valid_bearer_token_names_the_caller(header: str, accepted: bool) -> None:
+async def test_only_a_valid_bearer_token_names_the_caller(header: str, accepted: bool) -> None:
     authority = TokenAuthority(KEY)
     caller = Principal("clerk-1", Role.INTAKE_CLERK, "330106")
     token = authority.mint(caller)
-    scope = {"type": "http", "method": "POST", "path": "/", "query_string": b"",
+    app = FastAPI()
+    app.state.token_authority = authority
+    scope = {"type": "http", "method": "POST", "path": "/", "query_string": b"", "app": app,
              "headers": [(b"authorization", header.format(token=token).encode())]}
-    found = bearer_principal(Request(scope), authority)
+    found = await bearer_principal(Request(scope))
     assert (found == caller) if accepted else found is None

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from petitions.domain.access import AccessDenied, Principal
 from petitions.domain.errors import IllegalTransition, RuleViolation
 from petitions.infra import tracing
+from petitions.infra.asgi import StatusNoted
 from petitions.infra.auth import InvalidToken, TokenAuthority
 from petitions.infra.logs import bind_case
 from petitions.infra.store import ConcurrencyConflict
@@ -108,20 +109,13 @@ class RequestGate:
 
     async def _measured(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
-        status = 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        noted = StatusNoted(send)
         try:
-            await self.app(scope, receive, send_and_note)
+            await self.app(scope, receive, noted)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"]
-            REQUESTS.labels(self.service, method, route, str(status)).inc()
+            REQUESTS.labels(self.service, method, route, str(noted.status)).inc()
             LATENCY.labels(self.service, method, route).observe(time.perf_counter() - start)
 
 
@@ -216,14 +210,27 @@ async def current_principal(
     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
 ) -> Principal:
     """The authenticated caller; 401 without a valid bearer token."""
-    authority: TokenAuthority = request.app.state.token_authority
     try:
-        if credentials is None:
-            raise InvalidToken("missing bearer token")
-        return authority.verify(credentials.credentials)
+        return _verified(request, credentials)
     except InvalidToken as exc:
         raise HTTPException(401, detail=f"unauthenticated: {exc}",
                             headers={"WWW-Authenticate": "Bearer"}) from exc
+
+
+async def bearer_principal(request: Request) -> Principal | None:
+    """The caller `current_principal` finds, read the same way outside FastAPI's dependency
+    solving; None where it would answer 401."""
+    try:
+        return _verified(request, await _bearer(request))
+    except InvalidToken:
+        return None
+
+
+def _verified(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    if credentials is None:
+        raise InvalidToken("missing bearer token")
+    authority: TokenAuthority = request.app.state.token_authority
+    return authority.verify(credentials.credentials)
 
 
 def build_app(service: str, title: str, ready: Callable[[], Awaitable[dict[str, bool]]],

@@ -47,8 +47,9 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from petitions.infra.asgi import StatusNoted
 from petitions.infra.metrics import GRPC_LATENCY, GRPC_REQUESTS
 
 log = logging.getLogger(__name__)
@@ -310,24 +311,18 @@ class TracingMiddleware:
         method = scope["method"]
         attributes = {"http.request.method": method, "url.path": scope["path"],
                       "url.scheme": scope.get("scheme", "http")}
-        status = 500
         with TRACER.start_as_current_span(method, context=propagate.extract(headers),
                                           kind=SpanKind.SERVER, attributes=attributes,
                                           set_status_on_exception=False) as s:
-
-            async def send_traced(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
+            noted = StatusNoted(send)
             try:
-                await self.app(scope, receive, send_traced)
+                await self.app(scope, receive, noted)
             finally:
                 route = getattr(scope.get("route"), "path", None)
                 if route:
                     s.update_name(f"{method} {route}")
                     s.set_attribute("http.route", route)
+                status = noted.status
                 s.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     s.set_status(Status(StatusCode.ERROR))

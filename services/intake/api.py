@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from petitions.domain.access import Principal
 from petitions.domain.values import CaseStatus, Category, Channel, Contact, Petitioner
-from petitions.infra.http import current_principal
+from petitions.infra.http import bearer_principal, current_principal
 from services.intake.audit_api import case_as_of
-from services.intake.lean_route import bearer_principal, lean_route
+from services.intake.lean_route import lean_route
 from services.intake.queries import MAX_PAGE_SIZE, BadPageToken, CaseQueries
 from services.intake.registration import (
     IdempotencyKeyReused,
@@ -149,11 +149,9 @@ def mount_routes(app: FastAPI, registrar: Registrar, queries: CaseQueries,
         return JSONResponse(registration_view(result.case, result.linked_as),
                             status_code=status, headers=headers)
 
-    authority = app.state.token_authority
-
     async def register_at_once(request: Request) -> Response | None:
         """The registration of a well-formed, authenticated request (see lean_route)."""
-        caller = bearer_principal(request, authority)
+        caller = await bearer_principal(request)
         key = request.headers.get("idempotency-key")
         if caller is None or (key is not None and len(key) > IDEMPOTENCY_KEY_MAX):
             return None

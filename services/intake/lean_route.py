@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from petitions.domain.access import Principal
-from petitions.infra.auth import InvalidToken, TokenAuthority
 from petitions.infra.http import CaseRoute
 
 FastPath = Callable[[Request], Awaitable[Response | None]]
@@ -39,14 +37,3 @@ def lean_route(fast: FastPath) -> type[APIRoute]:
 
     return LeanRoute
 
-
-def bearer_principal(request: Request, authority: TokenAuthority) -> Principal | None:
-    """The caller of a request with a valid bearer token, read as FastAPI's HTTPBearer reads
-    the header; None otherwise (the standard path then answers 401)."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return None
-    try:
-        return authority.verify(token)
-    except InvalidToken:
-        return None
