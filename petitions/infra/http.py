@@ -72,7 +72,7 @@ class RequestGate:
             body = await self._checked_body(scope, receive, send)
             if body is None:
                 return  # refused
-            receive = _replay(body, receive)
+            receive = replay_body(body, receive)
         await self._measured(scope, receive, send)
 
     async def _checked_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
@@ -144,7 +144,8 @@ async def _send_nul_refusal(send: Send, where: str) -> None:
         "type": "value_error"}]})
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """`receive` for a request whose body was read already: the body once, then `receive`."""
     sent = False
 
     async def replayed() -> Message:

@@ -13,7 +13,7 @@ from petitions.domain.access import Principal
 from petitions.domain.values import CaseStatus, Category, Channel, Contact, Petitioner
 from petitions.infra.http import bearer_principal, current_principal
 from services.intake.audit_api import case_as_of
-from services.intake.lean_route import lean_route
+from services.intake.lean_lane import add_lean_lane
 from services.intake.queries import MAX_PAGE_SIZE, BadPageToken, CaseQueries
 from services.intake.registration import (
     IdempotencyKeyReused,
@@ -150,7 +150,7 @@ def mount_routes(app: FastAPI, registrar: Registrar, queries: CaseQueries,
                             status_code=status, headers=headers)
 
     async def register_at_once(request: Request) -> Response | None:
-        """The registration of a well-formed, authenticated request (see lean_route)."""
+        """The registration of a well-formed, authenticated request (see LeanLane)."""
         caller = await bearer_principal(request)
         key = request.headers.get("idempotency-key")
         if caller is None or (key is not None and len(key) > IDEMPOTENCY_KEY_MAX):
@@ -166,8 +166,8 @@ def mount_routes(app: FastAPI, registrar: Registrar, queries: CaseQueries,
         response_model=RegisteredOut, tags=["petitions"],
         responses={200: {"model": RegisteredOut,
                          "description": "joined an open case as a repeat or duplicate"},
-                   401: {}, 403: {}, 413: {}, 415: {}, 422: {}},
-        route_class_override=lean_route(register_at_once))
+                   401: {}, 403: {}, 413: {}, 415: {}, 422: {}})
+    add_lean_lane(app, "/v1/petitions", "POST", register_at_once)
 
     @app.get("/v1/cases/{case_id}", tags=["cases"], responses={403: {}, 404: {}})
     async def get_case(case_id: UUID, caller: Caller,

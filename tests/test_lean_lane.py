@@ -1,27 +1,36 @@
-"""A lean route answers what its fast path takes and leaves everything else, refusals
-included, to FastAPI's own handling of the same route."""
+"""A lean lane answers what its fast path takes, inside the service's own gate and tracing,
+and leaves everything else, refusals included, to FastAPI's own handling of the same route."""
 from __future__ import annotations
 
 import httpx
 import pytest
-from fastapi import FastAPI, Header, Request, Response
+from fastapi import FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from petitions.domain.access import Principal, Role
+from petitions.domain.errors import RuleViolation
 from petitions.infra.auth import TokenAuthority
-from petitions.infra.http import bearer_principal
-from services.intake.lean_route import lean_route
+from petitions.infra.http import REQUESTS, bearer_principal, build_app
+from services.intake.lean_lane import add_lean_lane
 
 KEY = b"k" * 32
+MAX_BODY = 200
 
 
 class Body(BaseModel):
     n: int
 
 
+async def _ready() -> dict[str, bool]:
+    return {"store": True}
+
+
 def _app(taken: list[int]) -> FastAPI:
-    app = FastAPI()
+    """A service app (gate, tracing, error handlers) with one route and its lane: the fast
+    path takes requests marked `x-way: fast`, and raises for a few numbers."""
+    app = build_app("lane-test", "lane test", _ready, TokenAuthority(KEY),
+                    max_body_bytes=MAX_BODY)
 
     async def endpoint(body: Body, x_way: str | None = Header(None)) -> dict[str, str]:
         return {"via": "standard", "n": str(body.n)}
@@ -30,26 +39,39 @@ def _app(taken: list[int]) -> FastAPI:
         if request.headers.get("x-way") != "fast":
             return None
         body = Body.model_validate_json(await request.body())
+        if body.n == 403:
+            raise HTTPException(403, detail="not yours", headers={"X-Why": "jurisdiction"})
+        if body.n == 422:
+            raise RuleViolation("a rule says no")
+        if body.n == 500:
+            raise LookupError("a bug")
         taken.append(body.n)
         return JSONResponse({"via": "fast", "n": str(body.n)}, status_code=201)
 
-    app.router.add_api_route("/things", endpoint, methods=["POST"],
-                             route_class_override=lean_route(fast))
+    app.router.add_api_route("/things", endpoint, methods=["POST"])
+    add_lean_lane(app, "/things", "POST", fast)
     return app
 
 
 async def _post(app: FastAPI, body: bytes, **headers: str) -> httpx.Response:
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         return await client.post("/things", content=body,
                                  headers={"content-type": "application/json", **headers})
 
 
+def _counted(status: int) -> float:
+    return REQUESTS.labels("lane-test", "POST", "/things", str(status))._value.get()
+
+
 async def test_a_request_the_fast_path_takes_is_answered_by_it_alone() -> None:
     taken: list[int] = []
+    before = _counted(201)
     response = await _post(_app(taken), b'{"n": 7}', **{"x-way": "fast"})
     assert (response.status_code, response.json()) == (201, {"via": "fast", "n": "7"})
     assert taken == [7]
+    # Counted under its route, as the router would have named it.
+    assert _counted(201) == before + 1
 
 
 async def test_a_request_it_declines_goes_the_standard_way_body_and_all() -> None:
@@ -64,8 +86,36 @@ async def test_a_request_it_declines_goes_the_standard_way_body_and_all() -> Non
     assert taken == []
 
 
+async def test_what_the_fast_path_raises_is_answered_by_the_apps_own_handlers() -> None:
+    app = _app([])
+    denied = await _post(app, b'{"n": 403}', **{"x-way": "fast"})
+    assert (denied.status_code, denied.json()) == (403, {"detail": "not yours"})
+    assert denied.headers["x-why"] == "jurisdiction"
+    ruled = await _post(app, b'{"n": 422}', **{"x-way": "fast"})
+    assert (ruled.status_code, ruled.json()) == (422, {"error": "a rule says no"})
+    before = _counted(500)
+    failed = await _post(app, b'{"n": 500}', **{"x-way": "fast"})
+    assert failed.status_code == 500
+    assert _counted(500) == before + 1
+
+
+async def test_the_gate_stands_in_front_of_the_lane() -> None:
+    taken: list[int] = []
+    app = _app(taken)
+    big = b'{"n": 9, "pad": "' + b"x" * MAX_BODY + b'"}'
+    assert (await _post(app, big, **{"x-way": "fast"})).status_code == 413
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        text = await client.post("/things", content=b'{"n": 9}',
+                                 headers={"content-type": "text/plain", "x-way": "fast"})
+        other_method = await client.get("/things")
+    assert text.status_code == 415
+    assert other_method.status_code == 405  # not the lane's: the router's answer
+    assert taken == []
+
+
 def test_the_route_schema_is_the_standard_one() -> None:
-    lean, plain = _app([]), FastAPI()
+    lean, plain = _app([]), build_app("plain", "lane test", _ready, TokenAuthority(KEY))
 
     async def endpoint(body: Body, x_way: str | None = Header(None)) -> dict[str, str]:
         return {}
