@@ -57,3 +57,22 @@ async def test_with_tracing_off_a_callers_trace_context_still_reaches_the_stored
     seen = await _context_seen_by_handler([(b"traceparent", CALLER_PARENT.encode())])
     assert seen is not None and seen.split("-")[1] == CALLER_TRACE
     assert await _context_seen_by_handler([(b"content-type", b"application/json")]) is None
+
+
+async def test_with_no_provider_an_inner_span_carries_the_callers_context_unchanged(
+        monkeypatch):
+    from opentelemetry import context, propagate, trace
+
+    from petitions.infra import tracing
+
+    monkeypatch.setattr(tracing, "_provider", None)
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    token = context.attach(propagate.extract({"traceparent": CALLER_PARENT}))
+    try:
+        with tracing.span("append Registered") as inner:
+            assert not inner.is_recording()
+            assert tracing.current_traceparent() == CALLER_PARENT
+    finally:
+        context.detach(token)
+    with tracing.span("append Registered"):
+        assert tracing.current_traceparent() is None

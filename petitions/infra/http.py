@@ -26,6 +26,7 @@ from petitions.domain.errors import IllegalTransition, RuleViolation
 from petitions.infra import tracing
 from petitions.infra.asgi import StatusNoted
 from petitions.infra.auth import InvalidToken, TokenAuthority
+from petitions.infra.http_protocol import HeadWithBodyProtocol
 from petitions.infra.logs import bind_case
 from petitions.infra.store import ConcurrencyConflict
 
@@ -319,7 +320,8 @@ async def serve_http(app: FastAPI, host: str, port: int,
     uvicorn stops accepting connections and finishes the requests in flight. A second signal
     skips the rest of the drain."""
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=15, lifespan="off")
+                            timeout_graceful_shutdown=15, lifespan="off",
+                            http=HeadWithBodyProtocol)
     server = _Server(config)
 
     draining: asyncio.Event | None = getattr(app.state, "draining", None)

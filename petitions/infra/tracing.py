@@ -232,8 +232,19 @@ def annotate_case(case_id: Any) -> None:
 @contextlib.contextmanager
 def span(name: str, attributes: Mapping[str, Any] | None = None,
          kind: SpanKind = SpanKind.INTERNAL) -> Iterator[Span]:
+    if _no_tracer_provider():
+        # The API's no-op span would record nothing and carry the current context on
+        # unchanged: the current span is that already, without starting one per call.
+        yield trace.get_current_span()
+        return
     with TRACER.start_as_current_span(name, kind=kind, attributes=dict(attributes or {})) as s:
         yield s
+
+
+def _no_tracer_provider() -> bool:
+    """No provider set, neither by `configure_tracing` nor by anyone else."""
+    return _provider is None and isinstance(trace.get_tracer_provider(),
+                                            trace.ProxyTracerProvider)
 
 
 @contextlib.contextmanager
