@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from petitions.domain.access import Principal, Role
 from petitions.domain.errors import RuleViolation
 from petitions.infra.auth import TokenAuthority
-from petitions.infra.http import REQUESTS, bearer_principal, build_app
+from petitions.infra.http import REQUESTS, CompactJSONResponse, bearer_principal, build_app
 from services.intake.lean_lane import add_lean_lane
 
 KEY = b"k" * 32
@@ -138,3 +138,11 @@ async def test_only_a_valid_bearer_token_names_the_caller(header: str, accepted:
              "headers": [(b"authorization", header.format(token=token).encode())]}
     found = await bearer_principal(Request(scope))
     assert (found == caller) if accepted else found is None
+
+
+@pytest.mark.parametrize("content", [
+    {"case_id": "9f1c", "status": "registered", "linked_as": None, "n": 3, "ok": True},
+    {"text": "村里重新分配宅基地\u2028\"引号\"\\", "list": [1.5, -0.0, 10**20, []], "nested": {}},
+])
+def test_a_compact_json_response_is_byte_for_byte_a_json_response(content: dict) -> None:
+    assert CompactJSONResponse(content).body == JSONResponse(content).body

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 import signal
 import time
@@ -157,6 +158,17 @@ def replay_body(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replayed
+
+
+class CompactJSONResponse(JSONResponse):
+    """JSONResponse's very bytes, written by one encoder kept between responses: JSONResponse
+    calls `json.dumps` with options, which builds a new encoder for every response."""
+
+    ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None,
+                               separators=(",", ":"))
+
+    def render(self, content: Any) -> bytes:
+        return self.ENCODER.encode(content).encode("utf-8")
 
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})

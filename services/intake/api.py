@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from petitions.domain.access import Principal
 from petitions.domain.values import CaseStatus, Category, Channel, Contact, Petitioner
-from petitions.infra.http import bearer_principal, current_principal
+from petitions.infra.http import CompactJSONResponse, bearer_principal, current_principal
 from services.intake.audit_api import case_as_of
 from services.intake.lean_lane import add_lean_lane
 from services.intake.queries import MAX_PAGE_SIZE, BadPageToken, CaseQueries
@@ -146,7 +146,7 @@ def mount_routes(app: FastAPI, registrar: Registrar, queries: CaseQueries,
             headers["Idempotent-Replayed"] = "true"
         # 201 for a new case; 200 when the petition joined an open case as a repeat/duplicate.
         status = 200 if result.linked_as else 201
-        return JSONResponse(registration_view(result.case, result.linked_as),
+        return CompactJSONResponse(registration_view(result.case, result.linked_as),
                             status_code=status, headers=headers)
 
     async def register_at_once(request: Request) -> Response | None:

@@ -39,6 +39,12 @@ class OutsideJurisdiction(Exception):
     """The caller tried to register a petition for a division outside its jurisdiction."""
 
 
+# What `json.dumps(body, sort_keys=True, ensure_ascii=False)` writes, the digests' form since
+# the first release (stored digests are compared with new ones), by one encoder: `json.dumps`
+# given any option builds a new encoder per call.
+DIGEST_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+
+
 @dataclass(frozen=True)
 class RegisterPetition:
     """Command: register one petition."""
@@ -67,7 +73,7 @@ class RegisterPetition:
             "representatives": [r.as_dict() for r in self.representatives],
             "contact": self.contact.as_dict() if self.contact else None,
         }
-        raw = json.dumps(body, sort_keys=True, ensure_ascii=False).encode()
+        raw = DIGEST_JSON.encode(body).encode()
         return hashlib.sha256(raw).hexdigest()
 
 
