@@ -479,8 +479,13 @@ def _mb(kb: int | None) -> str:
     return "—" if kb is None else f"{kb / 1024:.0f} MB"
 
 
+def _again(run: dict[str, Any]) -> str:
+    """", again" for the second run at the highest concurrency."""
+    return ", again" if run.get("again") else ""
+
+
 def _clients(run: dict[str, Any]) -> str:
-    return f"{run['concurrency']} clients" + (", again" if run.get("again") else "")
+    return f"{run['concurrency']} clients{_again(run)}"
 
 
 def _paired_rows(what: str, runs: list[dict[str, Any]], baseline: list[dict[str, Any]],
@@ -639,8 +644,8 @@ def build_sections(out: dict[str, Any]) -> list[tuple[str, str]]:
                 lock_s = (f"{lock['held_pct']} / {lock['avg_waiters']} / "
                           f"{lock['holder_pct'].get('waiting for its client', 0)}"
                           if lock else "—")
-                clients = f"{r['concurrency']}, again" if r.get("again") else r["concurrency"]
-                rows.append([label, clients, f"{r['throughput']:.0f}", r["p50_ms"],
+                rows.append([label, f"{r['concurrency']}{_again(r)}",
+                             f"{r['throughput']:.0f}", r["p50_ms"],
                              r["p90_ms"], r["p99_ms"], describe_load(r),
                              r["generator_cpu_cores"], cpu, lock_s,
                              stages.describe(r.get("stages"))])

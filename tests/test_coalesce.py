@@ -102,3 +102,30 @@ def test_limits_below_one_are_refused() -> None:
         Coalescer(Recorder(), max_batch=0)
     with pytest.raises(ValueError):
         Coalescer(Recorder(), max_in_flight=0)
+
+
+async def test_idle_returns_once_every_request_taken_is_answered() -> None:
+    run = Recorder()
+    coalescer: Coalescer[int, int] = Coalescer(run, max_in_flight=1)
+    await coalescer.idle()  # nothing taken yet
+    calls = [asyncio.create_task(coalescer.call(n)) for n in range(3)]
+    await _settle()
+    idle = asyncio.create_task(coalescer.idle())
+    await _settle()
+    assert not idle.done()  # a batch runs and two requests wait
+    run.release.set()
+    await idle
+    assert [c.result() for c in calls] == [0, 10, 20]
+    assert run.batches == [[0], [1, 2]]
+
+
+async def test_abandon_answers_running_and_waiting_requests_with_the_error() -> None:
+    run = Recorder()
+    coalescer: Coalescer[int, int] = Coalescer(run, max_in_flight=1)
+    calls = [asyncio.create_task(coalescer.call(n)) for n in range(3)]
+    await _settle()
+    coalescer.abandon(ConnectionError("stopping"))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert [str(r) for r in results] == ["stopping"] * 3
+    await asyncio.wait_for(coalescer.idle(), 1)
+    assert run.batches == [[0]]  # the waiting two never ran

@@ -36,7 +36,6 @@ async def main() -> None:
     configure_logging("intake", settings.log_level)
     runtime = await Runtime.start("intake", settings)
     committer = GroupCommitter(runtime.store, pool=runtime.pool)
-    committer.start()
     registrar = Registrar(runtime.store, committer,
                           OpenCaseFinder(runtime.pool), settings.identity_hash_key.encode())
     queries = CaseQueries(runtime.pool, runtime.store)

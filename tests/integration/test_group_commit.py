@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 
 from petitions.domain.case import Case
 from petitions.domain.values import Category, Channel, Petitioner
-from petitions.infra.committer import GroupCommitter
+from petitions.infra.committer import CommitterStopped, GroupCommitter
 from tests.integration.conftest import CLERK, new_case
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,6 @@ class CountingStore:
 async def test_two_transactions_are_in_flight_at_once_and_never_more(store):
     counting = CountingStore(store)
     committer = GroupCommitter(counting, max_batch=5, max_in_flight=2)  # type: ignore[arg-type]
-    committer.start()
     cases = [new_case() for _ in range(60)]
     await asyncio.gather(*(committer.save(c) for c in cases))
     await committer.stop()
@@ -64,7 +63,6 @@ async def test_two_transactions_are_in_flight_at_once_and_never_more(store):
 async def test_a_conflict_in_one_batch_fails_only_its_own_save(store, pool, over):
     committer = GroupCommitter(store, pool=pool if over == "pool" else None, max_batch=10,
                                max_in_flight=2)
-    committer.start()
     taken = new_case()
     store.save(taken)
     # A second registration of the same case id (as a concurrent idempotent retry would be):
@@ -90,7 +88,6 @@ async def test_each_save_is_timed_in_the_queue_and_each_batch_in_its_commit(stor
               "cases": _sample("petitions_group_commit_cases_sum"),
               "batches": _sample("petitions_group_commit_cases_count")}
     committer = GroupCommitter(store, max_batch=4, max_in_flight=1)
-    committer.start()
     await asyncio.gather(*(committer.save(new_case()) for _ in range(10)))
     await committer.stop()
     # One queue wait per case; one commit time and one batch size per transaction.
@@ -102,3 +99,28 @@ async def test_each_save_is_timed_in_the_queue_and_each_batch_in_its_commit(stor
     assert _sample("petitions_group_commit_cases_count") \
         == before["batches"] + committer.transactions
     assert committer.transactions >= 3  # batches of at most 4
+
+
+class StuckStore:
+    """A store whose saves wait until released (a database that stopped answering)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def save(self, *cases, contexts=None) -> None:
+        self.release.wait(10)
+
+
+async def test_saves_not_committed_when_the_stop_times_out_are_refused_not_left_hanging():
+    stuck = StuckStore()
+    committer = GroupCommitter(stuck, max_batch=2, max_in_flight=1)  # type: ignore[arg-type]
+    saves = [asyncio.create_task(committer.save(new_case())) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    try:
+        await committer.stop(timeout=0.1)
+        results = await asyncio.wait_for(asyncio.gather(*saves, return_exceptions=True), 5)
+    finally:
+        stuck.release.set()
+    assert [type(r) for r in results] == [CommitterStopped] * 5
+    with pytest.raises(CommitterStopped):
+        await committer.save(new_case())

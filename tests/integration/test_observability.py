@@ -206,7 +206,6 @@ def test_events_appended_are_counted_by_service_and_type(traced_store):
 
 async def test_the_group_committer_commits_every_queued_save_before_stopping(store):
     committer = GroupCommitter(store, max_batch=7)
-    committer.start()
     cases = [new_case() for _ in range(40)]
     saves = [asyncio.create_task(committer.save(c)) for c in cases]
     await asyncio.sleep(0)  # every save is queued
