@@ -624,7 +624,7 @@ def build_sections(out: dict[str, Any]) -> list[tuple[str, str]]:
         header = ["target", "clients", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors",
                   "generator CPU (cores)", "CPU by process (cores)",
                   "event-table lock: held % / avg waiters / holder idle on client %",
-                  "registration, mean ms: screen / queued / commit "
+                  "registration, mean ms: queued / screen / commit "
                   "(petitions per screening / cases per commit)"]
         rows = []
         letters = out.get("letters", {})
@@ -670,10 +670,9 @@ def build_sections(out: dict[str, Any]) -> list[tuple[str, str]]:
             "how often some transaction holds `cases_events`' EXCLUSIVE lock, how many wait "
             "behind it, and how often the holder is idle in its transaction, waiting for its "
             "Python client to send the next statement. The last column is read off intake's "
-            "/metrics over the run: the mean time of a new case's screening (its batch's "
-            "statement, the wait for it included), of its wait for the group committer to take "
-            "it into a batch, and of its batch's append transaction; the mean petitions per "
-            "screening statement and cases per append transaction.\n\n"
+            "/metrics over the run: the mean time a new case waits for its batch to start, "
+            "of its batch's screening statement, and of its batch's append transaction; the "
+            "mean petitions per screening statement and cases per append transaction.\n\n"
             + md_list_table(header, rows))
         waits = [r.get("drained_before") for r in out["intake_runs"] + [out["intake_half"]]]
         if any(waits):

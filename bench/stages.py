@@ -1,6 +1,6 @@
-"""A registration's time by stage (screen, queued for the group committer, commit), the cases
-per commit and the petitions per screening statement, read off intake's /metrics before and
-after a load run."""
+"""A registration's time by stage (queued for its batch, the batch's screening, its commit),
+the cases per commit and the petitions per screening statement, read off intake's /metrics
+before and after a load run."""
 from __future__ import annotations
 
 import httpx
@@ -10,7 +10,7 @@ STAGE_FAMILY = "petitions_registration_stage_seconds"
 BATCH_FAMILY = "petitions_group_commit_cases"
 SCREENING_FAMILY = "petitions_screening_batch_petitions"
 BATCH_KEYS = {BATCH_FAMILY: "batch", SCREENING_FAMILY: "screening"}
-STAGES = ("screen", "queued", "commit")
+STAGES = ("queued", "screen", "commit")
 
 
 def snapshot(port: int) -> dict[str, float]:

@@ -30,7 +30,7 @@ def test_means_are_taken_over_what_was_observed_between_two_snapshots():
     assert stages.means(before, after) == {
         "screen_ms": 3.0, "queued_ms": 2.0, "commit_ms": 6.0, "cases_per_commit": 4.0,
         "petitions_per_screening": 1.5}
-    assert stages.describe(stages.means(before, after)) == "3.0 / 2.0 / 6.0 (1.5 / 4.0)"
+    assert stages.describe(stages.means(before, after)) == "2.0 / 3.0 / 6.0 (1.5 / 4.0)"
 
 
 def test_a_run_that_registered_nothing_has_no_means():

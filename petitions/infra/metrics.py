@@ -17,10 +17,8 @@ EVENTS_APPENDED = Counter(
 # the case number) or as appends queueing behind the event table's lock.
 REGISTRATION_STAGE = Histogram(
     "petitions_registration_stage_seconds",
-    "Time a registration spends in each stage: screen (its screening statement, the wait for "
-    "it included), queued "
-    "(waiting for the group committer to take its case into a batch), commit (its batch's "
-    "append transaction)",
+    "Time a registration spends in each stage: queued (waiting for its batch to start), "
+    "screen (its batch's screening statement), commit (its batch's append transaction)",
     ["stage"], buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
 COMMIT_BATCH_CASES = Histogram(
     "petitions_group_commit_cases", "New cases appended per group-commit transaction",

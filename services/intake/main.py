@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from petitions.domain.calendar import calendar_from_chinese_calendar
 from petitions.infra.auth import TokenAuthority
 from petitions.infra.collector import settle_after_start_up
-from petitions.infra.committer import GroupCommitter
+from petitions.infra.committer import GroupCommit
 from petitions.infra.http import build_app, serve_http
 from petitions.infra.logs import configure_logging
 from petitions.infra.projection import CaseSummaryProjection
@@ -25,6 +25,7 @@ from services.intake.lifecycle import CaseLifecycle
 from services.intake.matching import OpenCaseFinder
 from services.intake.queries import CaseQueries
 from services.intake.registration import Registrar
+from services.intake.registration_batches import RegistrationBatches
 
 
 def utc_now() -> datetime:
@@ -35,9 +36,10 @@ async def main() -> None:
     settings = IntakeSettings()
     configure_logging("intake", settings.log_level)
     runtime = await Runtime.start("intake", settings)
-    committer = GroupCommitter(runtime.store, pool=runtime.pool)
-    registrar = Registrar(runtime.store, committer,
-                          OpenCaseFinder(runtime.pool), settings.identity_hash_key.encode())
+    finder = OpenCaseFinder(runtime.pool)
+    registrations = RegistrationBatches(finder, GroupCommit(runtime.store, pool=runtime.pool))
+    registrar = Registrar(runtime.store, registrations, finder,
+                          settings.identity_hash_key.encode())
     queries = CaseQueries(runtime.pool, runtime.store)
     projection = CaseSummaryProjection(runtime.pool, runtime.log)
     runtime.spawn(projection.run(runtime.stopping), "projection")
@@ -75,8 +77,8 @@ async def main() -> None:
             await grpc_stopped[0]
         else:
             await stop_grpc_server(grpc_server, grace=10)
-        # Saves queued by requests that finished are committed before the pools close.
-        await committer.stop()
+        # Registrations taken by requests that finished are committed before the pools close.
+        await registrations.stop()
         await runtime.stop()
 
 

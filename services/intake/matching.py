@@ -10,7 +10,6 @@ from uuid import UUID
 import asyncpg
 
 from petitions.domain.matching import CLOSED_STATUSES, content_fingerprint
-from petitions.infra.coalesce import Coalescer
 from petitions.infra.columns import as_columns
 from petitions.infra.metrics import SCREENING_BATCH_PETITIONS
 from petitions.infra.unflushed import UNFLUSHED
@@ -173,31 +172,30 @@ def screening_of(row: asyncpg.Record) -> Screening:
 DEADLOCK_RETRIES = 3
 
 
+def screening_request(*, petitioner_key: str, division: str, category: str, subject: str,
+                      content: str, number_for: tuple[str, int] | None,
+                      request_id: UUID | None = None) -> ScreeningRequest:
+    """What screening a petition asks: whether `request_id` (a retried request's case id) is
+    already stored or linked; if not, the open case it joins; then (when nothing matches) the
+    terminated matter it repeats and, when `number_for` (county, year) is given, the next
+    case number of that county and year."""
+    county, year = number_for if number_for is not None else ("", 0)
+    return ScreeningRequest(
+        petitioner_key, category, subject, content_fingerprint(division, category, content),
+        county, year, number_for is not None, request_id)
+
+
 class OpenCaseFinder:
-    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 100,
-                 max_in_flight: int = 2) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self._screening: Coalescer[ScreeningRequest, Screening] = Coalescer(
-            self._screen_batch, max_batch=max_batch, max_in_flight=max_in_flight)
+        self.statements = 0  # screening statements run so far
 
-    @property
-    def batches(self) -> int:
-        """Screening statements run so far."""
-        return self._screening.batches
+    async def screen(self, request: ScreeningRequest) -> Screening:
+        """One petition, in a statement of its own."""
+        return (await self.screen_batch([request]))[0]
 
-    async def screen(self, *, petitioner_key: str, division: str, category: str, subject: str,
-                     content: str, number_for: tuple[str, int] | None,
-                     request_id: UUID | None = None) -> Screening:
-        """Whether `request_id` (a retried request's case id) is already stored or linked;
-        if not, `find`, then (when nothing matches) `terminated_matter` and, when
-        `number_for` (county, year) is given, the next case number of that county and year.
-        Screened with the other petitions being screened meanwhile, in one statement."""
-        county, year = number_for if number_for is not None else ("", 0)
-        return await self._screening.call(ScreeningRequest(
-            petitioner_key, category, subject, content_fingerprint(division, category, content),
-            county, year, number_for is not None, request_id))
-
-    async def _screen_batch(self, requests: list[ScreeningRequest]) -> list[Screening]:
+    async def screen_batch(self, requests: Sequence[ScreeningRequest]) -> list[Screening]:
+        """Several petitions in one statement, one answer each, in their order."""
         arguments = screening_arguments(requests)
         for attempt in range(DEADLOCK_RETRIES):
             try:
@@ -206,6 +204,7 @@ class OpenCaseFinder:
             except asyncpg.DeadlockDetectedError:
                 if attempt == DEADLOCK_RETRIES - 1:
                     raise
+        self.statements += 1
         SCREENING_BATCH_PETITIONS.observe(len(requests))
         return [screening_of(row) for row in rows]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,17 +16,17 @@ from petitions.domain.case import Case
 from petitions.domain.intake_rules import check_registration
 from petitions.domain.matching import petitioner_key
 from petitions.domain.values import Actor, Category, Channel, Contact, Petitioner, local_date
-from petitions.infra.committer import GroupCommitter
-from petitions.infra.metrics import REGISTRATION_STAGE
+from petitions.infra import tracing
+from petitions.infra.logs import bind_case
 from petitions.infra.store import (
     REQUEST_STORE_TIMEOUT_S,
     CaseStore,
     ConcurrencyConflict,
     in_thread,
 )
-from services.intake.matching import Match, OpenCaseFinder, Screening
+from services.intake.matching import Match, OpenCaseFinder, Screening, screening_request
+from services.intake.registration_batches import RegistrationBatches, Screened
 
-SCREENED = REGISTRATION_STAGE.labels("screen")
 IDEMPOTENCY_NAMESPACE = UUID("6f1c1d0e-7d1b-4a44-9d59-2d7e0b0c5a11")
 
 
@@ -92,10 +91,10 @@ def case_number(county: str, year: int, seq: int) -> str:
 
 
 class Registrar:
-    def __init__(self, store: CaseStore, committer: GroupCommitter,
+    def __init__(self, store: CaseStore, batches: RegistrationBatches,
                  finder: OpenCaseFinder, identity_hash_key: bytes) -> None:
         self.store = store
-        self.committer = committer
+        self.batches = batches
         self.finder = finder
         self.identity_hash_key = identity_hash_key
 
@@ -113,51 +112,44 @@ class Registrar:
         case_id = _case_id_for(actor, idempotency_key)
         key = petitioner_key(cmd.petitioner.id_number, self.identity_hash_key) \
             if cmd.petitioner else ""
-        started = time.monotonic()
-        screening = await self.finder.screen(
+        request = screening_request(
             petitioner_key=key, division=cmd.division, category=cmd.category.value,
             subject=cmd.subject, content=cmd.content,
             number_for=(cmd.division, cmd.received_at.year),
             request_id=case_id if idempotency_key else None)
-        SCREENED.observe(time.monotonic() - started)
-        if screening.stored or screening.link is not None:
-            return await self._replay(case_id, digest, screening)
-        if screening.match is not None:
-            return await self._join(screening.match, cmd, actor, at, case_id, digest)
-        assert screening.seq is not None  # taken whenever nothing matched
-        number = case_number(cmd.division, cmd.received_at.year, screening.seq)
-        return await self._register_new(cmd, actor, at, case_id, digest, key, number,
-                                        screening.terminated_matter)
 
-    async def _register_new(self, cmd: RegisterPetition, actor: Actor, at: datetime,
-                            case_id: UUID, digest: str, key: str, number: str,
-                            terminated_matter: UUID | None = None) -> Registration:
-        case = Case.register(
-            case_id=case_id, case_number=number, channel=cmd.channel, category=cmd.category,
-            division=cmd.division, subject=cmd.subject, content=cmd.content,
-            requests=cmd.requests, people_count=cmd.people_count, petitioner=cmd.petitioner,
-            received_at=cmd.received_at, submission_digest=digest, actor=actor, at=at,
-            petitioner_key=key, accused_unit=cmd.accused_unit,
-            representatives=list(cmd.representatives), contact=cmd.contact,
-        )
-        if terminated_matter is not None:
-            # Handled at two levels, ended at the third: the same matter from the same
-            # petitioner is registered (everything is) and not accepted again, in one step.
-            case.not_accept_again(
-                earlier_case_id=str(terminated_matter), ground="terminated_after_re_review",
-                decided_on=local_date(at), actor=actor, at=at,
-                reason="the same matter was terminated after re-review")
-        try:
+        def new_case(screening: Screening) -> Case:
+            assert screening.seq is not None  # taken whenever nothing matched
+            number = case_number(cmd.division, cmd.received_at.year, screening.seq)
+            return _new_case(cmd, actor, at, case_id, digest, key, number,
+                             screening.terminated_matter)
+
+        bind_case(case_id)
+        tracing.annotate_case(case_id)
+        with tracing.span("screen and append", {tracing.CASE_ID_ATTRIBUTE: str(case_id)}):
             # A timeout block, not wait_for: no task of its own per registration.
             async with asyncio.timeout(REQUEST_STORE_TIMEOUT_S):
-                await self.committer.save(case)
-        except IntegrityError:
-            # A concurrent retry with the same key won the race: answer with its case.
-            earlier = await in_thread(self.store.get, case_id)
-            if earlier is None:
-                raise
-            return _replay(earlier, digest)
-        return Registration(case, replayed=False)
+                screened = await self.batches.register(request, new_case)
+        if screened.case is not None or screened.error is not None:
+            return await self._new_or_retried(screened, case_id, digest)
+        screening = screened.screening
+        if screening.stored or screening.link is not None:
+            return await self._replay(case_id, digest, screening)
+        assert screening.match is not None  # not new, not a retry: it joins an open case
+        return await self._join(screening.match, cmd, actor, at, case_id, digest)
+
+    async def _new_or_retried(self, screened: Screened, case_id: UUID,
+                              digest: str) -> Registration:
+        """A new case: saved, refused by the domain, or raced by a retry of its request."""
+        if screened.error is None:
+            return Registration(screened.case, replayed=False)
+        if not isinstance(screened.error, IntegrityError):
+            raise screened.error
+        # A concurrent retry with the same key won the race: answer with its case.
+        earlier = await in_thread(self.store.get, case_id)
+        if earlier is None:
+            raise screened.error
+        return _replay(earlier, digest)
 
     async def _join(self, match: Match, cmd: RegisterPetition, actor: Actor,
                     at: datetime, request_id: UUID, digest: str) -> Registration:
@@ -187,6 +179,26 @@ class Registrar:
                 "this Idempotency-Key was already used for a different petition")
         case = await in_thread(self.store.get, linked_case_id)
         return Registration(case, replayed=True, linked_as=kind)
+
+
+def _new_case(cmd: RegisterPetition, actor: Actor, at: datetime, case_id: UUID, digest: str,
+              key: str, number: str, terminated_matter: UUID | None) -> Case:
+    case = Case.register(
+        case_id=case_id, case_number=number, channel=cmd.channel, category=cmd.category,
+        division=cmd.division, subject=cmd.subject, content=cmd.content,
+        requests=cmd.requests, people_count=cmd.people_count, petitioner=cmd.petitioner,
+        received_at=cmd.received_at, submission_digest=digest, actor=actor, at=at,
+        petitioner_key=key, accused_unit=cmd.accused_unit,
+        representatives=list(cmd.representatives), contact=cmd.contact,
+    )
+    if terminated_matter is not None:
+        # Handled at two levels, ended at the third: the same matter from the same
+        # petitioner is registered (everything is) and not accepted again, in one step.
+        case.not_accept_again(
+            earlier_case_id=str(terminated_matter), ground="terminated_after_re_review",
+            decided_on=local_date(at), actor=actor, at=at,
+            reason="the same matter was terminated after re-review")
+    return case
 
 
 def _case_id_for(actor: Actor, idempotency_key: str | None) -> UUID:

@@ -141,17 +141,17 @@ def test_one_petition_is_one_trace_across_the_four_services(system, petition,
     # Everything that happened to the petition because it was registered is in that trace:
     # the append, every publish and every consumer (the GETs polling it are traces of their own).
     caused = [s for s in spans if s["kind"] in ("PRODUCER", "CONSUMER")
-              or s["name"].startswith("append")]
+              or s["name"].startswith("append") or s["name"] == "screen and append"]
     strays = [(s["service"], s["name"], s["trace_id"], s["parent_span_id"]) for s in caused
               if s["trace_id"] != trace_id]
     assert not strays, f"spans of this case outside its trace {trace_id}: {strays}"
     in_trace = [s for s in read_spans(traces_dir) if s["trace_id"] == trace_id]
     assert {s["service"] for s in in_trace} == set(SERVICES)
 
-    # Parent links, hop by hop: request -> append -> publish -> (NATS) -> consumer -> its
+    # Parent links, hop by hop: request -> screen and append -> publish -> (NATS) -> consumer -> its
     # append -> publish -> (NATS) -> notify -> the webhook call. (A republish or a redelivery
     # would add spans with the same parent, so each hop may have several.)
-    append = the_one(in_trace, service="intake", name="append Registered")
+    append = the_one(in_trace, service="intake", name="screen and append")
     assert append["parent_span_id"] == post["span_id"], tree(in_trace)
     published = children(in_trace, [append], name="publish Registered", kind="PRODUCER")
     routing = children(in_trace, published, service="routing", name="process Registered")

@@ -1,7 +1,7 @@
 """Observability plumbing in one process on real PostgreSQL and NATS: the trace context stored
 with each event and carried through the relay and the bus into the consumer's own appends (an
 in-memory span exporter), logs with trace and case ids and without identity, the events
-counter, the group committer's flush on stop, and versioned, idempotent migrations."""
+counter, and versioned, idempotent migrations."""
 from __future__ import annotations
 
 import asyncio
@@ -25,7 +25,6 @@ from prometheus_client import REGISTRY
 from petitions.domain.values import Actor
 from petitions.infra import tracing
 from petitions.infra.bus import Consumer
-from petitions.infra.committer import CommitterStopped, GroupCommitter
 from petitions.infra.dsn import as_uri
 from petitions.infra.logs import ContextFilter, JsonFormatter, RedactingFilter, redact
 from petitions.infra.relay import Relay
@@ -202,18 +201,6 @@ def test_events_appended_are_counted_by_service_and_type(traced_store):
     before = REGISTRY.get_sample_value("petitions_events_appended_total", labels) or 0
     traced_store.save(new_case(), new_case())
     assert REGISTRY.get_sample_value("petitions_events_appended_total", labels) == before + 2
-
-
-async def test_the_group_committer_commits_every_queued_save_before_stopping(store):
-    committer = GroupCommitter(store, max_batch=7)
-    cases = [new_case() for _ in range(40)]
-    saves = [asyncio.create_task(committer.save(c)) for c in cases]
-    await asyncio.sleep(0)  # every save is queued
-    await committer.stop()
-    await asyncio.gather(*saves)
-    assert all(store.get(c.id) is not None for c in cases)
-    with pytest.raises(CommitterStopped):
-        await committer.save(new_case())
 
 
 def test_logs_never_carry_id_or_mobile_numbers(log_lines):

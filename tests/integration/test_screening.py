@@ -22,6 +22,7 @@ from services.intake.matching import (
     Screening,
     ScreeningRequest,
     screening_arguments,
+    screening_request,
 )
 from tests.integration.conftest import new_case
 
@@ -82,9 +83,16 @@ def _county() -> str:
 
 async def _screen(finder: OpenCaseFinder, division: str, *, key: str = "", content: str = "x",
                   subject: str = "land", number: bool = True):
-    return await finder.screen(petitioner_key=key, division=division, category="appeal",
-                               subject=subject, content=content,
-                               number_for=(division, 2026) if number else None)
+    return await finder.screen(_request(division, key=key, content=content, subject=subject,
+                                        number=number))
+
+
+def _request(division: str, *, key: str = "", content: str = "x", subject: str = "land",
+             number: bool = True, request_id: uuid.UUID | None = None) -> ScreeningRequest:
+    return screening_request(petitioner_key=key, division=division, category="appeal",
+                             subject=subject, content=content,
+                             number_for=(division, 2026) if number else None,
+                             request_id=request_id)
 
 
 async def test_a_new_petition_gets_the_next_number_and_no_match(pool):
@@ -147,12 +155,10 @@ async def test_a_retried_request_is_recognised_first_and_takes_no_number(pool, s
     linked_request = uuid.uuid4()
     await finder.remember_link(linked_request, created.id, "repeat", "digest-1")
 
-    stored = await finder.screen(petitioner_key=key, division=county, category="appeal",
-                                 subject="land", content=content, number_for=(county, 2026),
-                                 request_id=created.id)
-    linked = await finder.screen(petitioner_key=key, division=county, category="appeal",
-                                 subject="land", content=content, number_for=(county, 2026),
-                                 request_id=linked_request)
+    stored = await finder.screen(_request(county, key=key, content=content,
+                                          request_id=created.id))
+    linked = await finder.screen(_request(county, key=key, content=content,
+                                          request_id=linked_request))
     assert stored == Screening(stored=True)
     assert linked == Screening(link=(created.id, "repeat", "digest-1"))
     # A request id seen for the first time screens as usual.
@@ -209,35 +215,31 @@ async def test_the_number_is_taken_without_waiting_for_the_disk(pool):
 
 
 async def test_petitions_screened_together_get_the_answers_each_would_alone(pool, store):
-    """Petitions arriving while a screening statement runs are screened together in the
-    next one: each gets what it would have got alone, and only the new cases take numbers,
-    in the order the petitions came."""
-    # One statement at a time: whatever arrives while it runs is the next batch.
-    finder, county, elsewhere = OpenCaseFinder(pool, max_in_flight=1), _county(), _county()
+    """Petitions screened in one statement: each gets what it would have got alone, and only
+    the new cases take numbers, in the order of the batch."""
+    finder, county, elsewhere = OpenCaseFinder(pool), _county(), _county()
     key, ended_key, content = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex
     repeat = await _summary(pool, division=county, key=key)
     duplicate = await _summary(pool, division=county, content=content)
     ended = await _summary(pool, division=county, key=ended_key, status="terminated")
     created = new_case(division=county)
     await asyncio.to_thread(store.save, created)
-    before = finder.batches
+    before = finder.statements
 
     def new() -> dict:
         return {"key": uuid.uuid4().hex, "content": uuid.uuid4().hex}
 
-    first, *together = await asyncio.gather(
-        _screen(finder, county, **new()),
-        _screen(finder, county, key=key, content=uuid.uuid4().hex),
-        _screen(finder, county, key=uuid.uuid4().hex, content=content),
-        finder.screen(petitioner_key=key, division=county, category="appeal", subject="land",
-                      content=content, number_for=(county, 2026), request_id=created.id),
-        _screen(finder, elsewhere, **new()),
-        _screen(finder, county, key=ended_key, content=uuid.uuid4().hex),
-        _screen(finder, county, **new(), number=False),
-        _screen(finder, county, **new()),
-    )
-    # The first ran alone (nothing was running); the others queued behind it, as one batch.
-    assert finder.batches - before == 2
+    first = await _screen(finder, county, **new())
+    together = await finder.screen_batch([
+        _request(county, key=key, content=uuid.uuid4().hex),
+        _request(county, key=uuid.uuid4().hex, content=content),
+        _request(county, key=key, content=content, request_id=created.id),
+        _request(elsewhere, **new()),
+        _request(county, key=ended_key, content=uuid.uuid4().hex),
+        _request(county, **new(), number=False),
+        _request(county, **new()),
+    ])
+    assert finder.statements - before == 2
     assert first == Screening(seq=1)
     assert together == [
         Screening(match=Match(repeat, "repeat")),
@@ -257,14 +259,17 @@ def _screened_so_far() -> tuple[float, float]:
             REGISTRY.get_sample_value(f"{family}_count") or 0.0)
 
 
-async def test_concurrent_petitions_of_a_county_take_every_number_once(pool):
-    finder, county = OpenCaseFinder(pool, max_in_flight=2), _county()
+async def test_concurrent_batches_of_a_county_take_every_number_once(pool):
+    finder, county = OpenCaseFinder(pool), _county()
     petitions_before, statements_before = _screened_so_far()
-    screenings = await asyncio.gather(*(
-        _screen(finder, county, key=uuid.uuid4().hex, content=uuid.uuid4().hex)
-        for _ in range(60)))
-    # Two batches in flight commit in either order: each number once, none skipped.
-    assert sorted(s.seq for s in screenings) == list(range(1, 61))
-    assert finder.batches < 60  # they were screened in batches, not one by one
+    batches = await asyncio.gather(*(
+        finder.screen_batch([_request(county, key=uuid.uuid4().hex, content=uuid.uuid4().hex)
+                             for _ in range(10)])
+        for _ in range(6)))
+    # Batches in flight together commit in any order: each number once, none skipped; each
+    # batch moves the counter on once, so its numbers are consecutive, in its own order.
+    assert sorted(s.seq for batch in batches for s in batch) == list(range(1, 61))
+    for batch in batches:
+        assert [s.seq for s in batch] == list(range(batch[0].seq, batch[0].seq + 10))
     petitions, statements = _screened_so_far()
-    assert (petitions - petitions_before, statements - statements_before) == (60, finder.batches)
+    assert (petitions - petitions_before, statements - statements_before) == (60, 6)
