@@ -162,7 +162,8 @@ def fixed_run(label: str, port: int, rate: float, args: argparse.Namespace,
     r.pop("records")
     r["rate"] = rate
     r["drained_before"] = drained
-    log(f"  -> {r['throughput']:.0f}/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms")
+    log(f"  -> {r['throughput']:.0f}/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms; "
+        f"cpu {r['cpu_cores']}" + (f"; stages {r['stages']}" if r.get("stages") else ""))
     return r
 
 

@@ -250,7 +250,7 @@ class CaseStore:
         rows = self._trace_context_rows(pending, contexts)
         # eventsourcing takes the pending events off the aggregates before it inserts them;
         # give them back when the insert fails, so that the caller can save the same
-        # aggregates again (the group committer saves each alone after a conflict).
+        # aggregates again (a group commit saves each alone after a conflict).
         events_of = [list(case.pending_events) for case in cases]
         try:
             if rows:

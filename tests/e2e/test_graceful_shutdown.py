@@ -182,7 +182,7 @@ def test_sigterm_under_load_drains_and_loses_nothing(stack, tokens):
                       cipher_key=CommonAuthSettings().payload_encryption_key)
     try:
         # Every petition answered 201 was durably registered, also those answered during
-        # the drain (the group committer flushed before the pools closed).
+        # the drain (the registration batches finished before the pools closed).
         assert [c for c in case_ids if store.get(c) is None] == []
 
         # Restarted, intake serves again; the other services handled every case: routed,
