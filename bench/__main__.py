@@ -143,10 +143,7 @@ def closed_run(label: str, port: int, concurrency: int, args: argparse.Namespace
     r["drained_before"] = drained
     if watch:
         r["lock"] = watch.summary()
-    log(f"  -> {r['throughput']:.0f}/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms; "
-        f"cpu {r['cpu_cores']} generator {r['generator_cpu_cores']}"
-        + (f"; lock {r['lock']}" if r.get("lock") else "")
-        + (f"; stages {r['stages']}" if r.get("stages") else ""))
+    log(_run_line(r))
     return r
 
 
@@ -162,9 +159,16 @@ def fixed_run(label: str, port: int, rate: float, args: argparse.Namespace,
     r.pop("records")
     r["rate"] = rate
     r["drained_before"] = drained
-    log(f"  -> {r['throughput']:.0f}/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms; "
-        f"cpu {r['cpu_cores']}" + (f"; stages {r['stages']}" if r.get("stages") else ""))
+    log(_run_line(r))
     return r
+
+
+def _run_line(r: dict[str, Any]) -> str:
+    """A load run's log line: throughput, latency, CPU, and what else was measured."""
+    return (f"  -> {r['throughput']:.0f}/s p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms; "
+            f"cpu {r['cpu_cores']} generator {r['generator_cpu_cores']}"
+            + (f"; lock {r['lock']}" if r.get("lock") else "")
+            + (f"; stages {r['stages']}" if r.get("stages") else ""))
 
 
 def settler(drain: Any) -> Any:

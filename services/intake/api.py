@@ -147,7 +147,7 @@ def mount_routes(app: FastAPI, registrar: Registrar, queries: CaseQueries,
         # 201 for a new case; 200 when the petition joined an open case as a repeat/duplicate.
         status = 200 if result.linked_as else 201
         return CompactJSONResponse(registration_view(result.case, result.linked_as),
-                            status_code=status, headers=headers)
+                                   status_code=status, headers=headers)
 
     async def register_at_once(request: Request) -> Response | None:
         """The registration of a well-formed, authenticated request (see LeanLane)."""

@@ -36,10 +36,9 @@ async def main() -> None:
     settings = IntakeSettings()
     configure_logging("intake", settings.log_level)
     runtime = await Runtime.start("intake", settings)
-    finder = OpenCaseFinder(runtime.pool)
-    registrations = RegistrationBatches(finder, GroupCommit(runtime.store, pool=runtime.pool))
-    registrar = Registrar(runtime.store, registrations, finder,
-                          settings.identity_hash_key.encode())
+    registrations = RegistrationBatches(OpenCaseFinder(runtime.pool),
+                                        GroupCommit(runtime.store, pool=runtime.pool))
+    registrar = Registrar(runtime.store, registrations, settings.identity_hash_key.encode())
     queries = CaseQueries(runtime.pool, runtime.store)
     projection = CaseSummaryProjection(runtime.pool, runtime.log)
     runtime.spawn(projection.run(runtime.stopping), "projection")

@@ -190,10 +190,6 @@ class OpenCaseFinder:
         self.pool = pool
         self.statements = 0  # screening statements run so far
 
-    async def screen(self, request: ScreeningRequest) -> Screening:
-        """One petition, in a statement of its own."""
-        return (await self.screen_batch([request]))[0]
-
     async def screen_batch(self, requests: Sequence[ScreeningRequest]) -> list[Screening]:
         """Several petitions in one statement, one answer each, in their order."""
         arguments = screening_arguments(requests)

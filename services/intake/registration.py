@@ -24,7 +24,7 @@ from petitions.infra.store import (
     ConcurrencyConflict,
     in_thread,
 )
-from services.intake.matching import Match, OpenCaseFinder, Screening, screening_request
+from services.intake.matching import Match, Screening, screening_request
 from services.intake.registration_batches import RegistrationBatches, Screened
 
 IDEMPOTENCY_NAMESPACE = UUID("6f1c1d0e-7d1b-4a44-9d59-2d7e0b0c5a11")
@@ -92,10 +92,10 @@ def case_number(county: str, year: int, seq: int) -> str:
 
 class Registrar:
     def __init__(self, store: CaseStore, batches: RegistrationBatches,
-                 finder: OpenCaseFinder, identity_hash_key: bytes) -> None:
+                 identity_hash_key: bytes) -> None:
         self.store = store
         self.batches = batches
-        self.finder = finder
+        self.finder = batches.finder  # the one that screens: it also remembers the links
         self.identity_hash_key = identity_hash_key
 
     async def register(self, cmd: RegisterPetition, principal: Principal, at: datetime,

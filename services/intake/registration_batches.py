@@ -77,7 +77,7 @@ class RegistrationBatches:
         screenings = await self.finder.screen_batch([p.request for p in petitions])
         SCREENED.observe(time.monotonic() - started)
         answers = [_built(p, s) for p, s in zip(petitions, screenings, strict=True)]
-        new = [i for i, a in enumerate(answers) if a.case is not None and a.error is None]
+        new = [i for i, a in enumerate(answers) if a.case is not None]
         errors = await self.commit.append(
             [NewAggregate(answers[i].case, petitions[i].context) for i in new])
         for i, error in zip(new, errors, strict=True):

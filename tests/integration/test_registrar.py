@@ -20,9 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 def _registrar(pool, store, **limits) -> Registrar:
-    finder = OpenCaseFinder(pool)
-    return Registrar(store, RegistrationBatches(finder, GroupCommit(store, pool=pool), **limits),
-                     finder, b"test-identity-key")
+    batches = RegistrationBatches(OpenCaseFinder(pool), GroupCommit(store, pool=pool), **limits)
+    return Registrar(store, batches, b"test-identity-key")
 
 
 def _petition(county: str, content: str) -> RegisterPetition:

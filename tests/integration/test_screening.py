@@ -82,9 +82,13 @@ def _county() -> str:
 
 
 async def _screen(finder: OpenCaseFinder, division: str, *, key: str = "", content: str = "x",
-                  subject: str = "land", number: bool = True):
-    return await finder.screen(_request(division, key=key, content=content, subject=subject,
-                                        number=number))
+                  subject: str = "land", number: bool = True,
+                  request_id: uuid.UUID | None = None) -> Screening:
+    """One petition, in a statement of its own."""
+    [screening] = await finder.screen_batch([_request(
+        division, key=key, content=content, subject=subject, number=number,
+        request_id=request_id)])
+    return screening
 
 
 def _request(division: str, *, key: str = "", content: str = "x", subject: str = "land",
@@ -155,10 +159,9 @@ async def test_a_retried_request_is_recognised_first_and_takes_no_number(pool, s
     linked_request = uuid.uuid4()
     await finder.remember_link(linked_request, created.id, "repeat", "digest-1")
 
-    stored = await finder.screen(_request(county, key=key, content=content,
-                                          request_id=created.id))
-    linked = await finder.screen(_request(county, key=key, content=content,
-                                          request_id=linked_request))
+    stored = await _screen(finder, county, key=key, content=content, request_id=created.id)
+    linked = await _screen(finder, county, key=key, content=content,
+                           request_id=linked_request)
     assert stored == Screening(stored=True)
     assert linked == Screening(link=(created.id, "repeat", "digest-1"))
     # A request id seen for the first time screens as usual.
