@@ -210,7 +210,7 @@ UPSERT = """
 INSERT INTO case_summaries (case_id, case_number, division, status, category, channel, unit_id,
     registered_at, registered_position, version, summary, petitioner_key, content_digest,
     re_review_issued)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::timestamptz, $9, $10, $11::jsonb, $12, $13, $14)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::timestamptz, $9, $10, $11::json, $12, $13, $14)
 ON CONFLICT (case_id) DO UPDATE SET
     status = EXCLUDED.status, unit_id = EXCLUDED.unit_id, division = EXCLUDED.division,
     version = EXCLUDED.version, summary = EXCLUDED.summary,
@@ -247,8 +247,8 @@ def re_review_issued(s: dict[str, Any]) -> bool:
 
 
 def _summary_json(s: dict[str, Any]) -> bytes:
-    """The summary as UTF-8 JSON for its jsonb column (which keeps no formatting: any
-    encoder's text gives the same value); the standard encoder was a fifth of a rebuild's CPU."""
+    """The summary as UTF-8 JSON for its json column (migration 17), compact as the API
+    returns it; the standard encoder was a fifth of a rebuild's CPU."""
     return jsoncodec.dumps(s)
 
 
@@ -272,7 +272,7 @@ CaseRange = tuple[UUID, UUID | None]
 # The server reads a range of the log and sorts it by case: in memory, rather than through
 # temporary files, while the range is tens of megabytes (for this transaction only).
 _SORT_MEMORY = "SET LOCAL work_mem = '64MB'"
-# A summary (about 2 kB of jsonb) stays in its row uncompressed unless the row outgrows a
+# A summary (about 2 kB of JSON) stays in its row uncompressed unless the row outgrows a
 # page: compressing every one on COPY was a third of the server's work in a rebuild (and
 # every read of a summary paid to decompress it), for a table about 40% smaller.
 _STORAGE = "toast_tuple_target = 8160, fillfactor = 75"  # as migrations 9 and 16 set
@@ -363,16 +363,16 @@ async def _fill(conn: asyncpg.Connection, writer: asyncpg.Connection,
 
 @contextlib.asynccontextmanager
 async def _copying(conn: asyncpg.Connection) -> AsyncIterator[None]:
-    """`conn` set for the COPYs, and back as it was after them: jsonb parameters taken as
-    UTF-8 JSON bytes (decoding the encoder's bytes to str only for the driver to encode it
-    again cost a tenth of the folding), commits not waiting for the disk."""
-    await conn.set_type_codec("jsonb", schema="pg_catalog", format="binary",
-                              encoder=_JSONB_VERSION.__add__, decoder=_jsonb_text)
+    """`conn` set for the COPYs, and back as it was after them: json parameters taken as
+    the UTF-8 bytes they are sent as (decoding the encoder's bytes to str only for the driver
+    to encode it again cost a tenth of the folding), commits not waiting for the disk."""
+    await conn.set_type_codec("json", schema="pg_catalog", format="binary",
+                              encoder=bytes, decoder=bytes.decode)
     try:
         async with _unflushed(conn):
             yield
     finally:
-        await conn.reset_type_codec("jsonb", schema="pg_catalog")
+        await conn.reset_type_codec("json", schema="pg_catalog")
 
 
 @contextlib.asynccontextmanager
@@ -388,13 +388,6 @@ async def _unflushed(*conns: asyncpg.Connection) -> AsyncIterator[None]:
     finally:
         for c in own:
             await c.execute("RESET synchronous_commit")
-
-
-_JSONB_VERSION = b"\x01"  # jsonb's binary form: a version byte, then the JSON text
-
-
-def _jsonb_text(data: bytes) -> str:
-    return data[1:].decode()
 
 
 async def _fill_with(conn: asyncpg.Connection, writer: asyncpg.Connection,

@@ -466,6 +466,15 @@ CREATE INDEX case_summaries_terminated_petitioner_idx
     WHERE (status = 'terminated' OR re_review_issued);
 ALTER TABLE case_summaries SET (fillfactor = 75);
 """),
+    (17, "case summaries kept as the JSON text the projector writes", """
+-- A summary is written whole by the projector and read whole by the API and the projector;
+-- no index or query looks inside it but the screening's subject, on the few rows its index
+-- finds. As jsonb, every upsert and every row a rebuild COPYs was parsed into jsonb's tree,
+-- its object keys sorted (a third of the server's CPU in a rebuild), and every read turned
+-- the tree back into text. As json it is the text as written, checked to be JSON, and read
+-- back as it is. (The table is rewritten once, under its lock, as this runs.)
+ALTER TABLE case_summaries ALTER COLUMN summary TYPE json USING summary::json;
+"""),
 ]
 
 

@@ -6,9 +6,11 @@ import json
 from datetime import UTC, datetime
 from uuid import uuid4
 
+import psycopg
 import pytest
 
 from petitions.domain.values import Actor
+from petitions.infra.dsn import as_uri
 from petitions.infra.projection import (
     _LOCK_UNFLUSHED,
     PROJECTION_LOCK_KEY,
@@ -17,6 +19,7 @@ from petitions.infra.projection import (
     _row,
     re_review_issued,
 )
+from petitions.infra.schema import migrate
 from tests.integration.conftest import commit_one_by_one_while, new_case
 
 pytestmark = pytest.mark.integration
@@ -159,3 +162,36 @@ async def test_the_re_review_column_says_what_the_summary_document_says(pool, do
     in_sql = await pool.fetchval(
         "SELECT ($1::jsonb->'re_review'->>'issued_on') IS NOT NULL", json.dumps(document))
     assert re_review_issued(document) is in_sql
+
+
+def test_summaries_stored_as_jsonb_read_the_same_after_migration_17(servers):
+    """Migration 17 turns the summary column into json: a summary stored before it is read
+    back as the same document, and the screening's `summary->>'subject'` still finds it."""
+    dbname = f"petitions_test_json_{uuid4().hex[:8]}"
+    with psycopg.connect(servers.postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    dsn = as_uri(servers.postgres_dsn, dbname)
+    case_id = uuid4()
+    document = {"case_number": "330106-2026-000001", "division": "330106", "subject": "宅基地",
+                "unit": {"unit_id": "land-330106", "assisting_units": []}, "version": 2,
+                "deadlines": {"acceptance": {"length": 15, "paused_days": 0}}}
+    try:
+        migrate(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:  # the table as it was before 17
+            conn.execute("ALTER TABLE case_summaries ALTER COLUMN summary TYPE jsonb "
+                         "USING summary::jsonb")
+            conn.execute("DELETE FROM schema_migrations WHERE version = 17")
+            conn.execute(
+                "INSERT INTO case_summaries (case_id, case_number, division, status, category,"
+                " channel, registered_at, registered_position, version, summary) VALUES"
+                " (%s, '330106-2026-000001', '330106', 'registered', 'appeal', 'letter',"
+                " now(), 1, 2, %s::jsonb)", (case_id, json.dumps(document, ensure_ascii=False)))
+        assert migrate(dsn) == [17]
+        with psycopg.connect(dsn) as conn:
+            kind, text, subject = conn.execute(
+                "SELECT pg_typeof(summary)::text, summary::text, summary->>'subject' "
+                "FROM case_summaries WHERE case_id = %s", (case_id,)).fetchone()
+        assert (kind, json.loads(text), subject) == ("json", document, "宅基地")
+    finally:
+        with psycopg.connect(servers.postgres_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
