@@ -5,7 +5,7 @@ that fails is reported and the others still run):
   0. routing decision time with 10,000 rules over 3,000 jurisdictions (pure CPU, first);
   1. intake: the four real services as processes; closed-loop POST /v1/petitions at 8, 32 and
      64 clients (letting the consumers catch up between runs), then a fixed rate at half the
-     peak; peak memory of every service; the event-table lock sampled meanwhile;
+     peak; peak memory of every service; the append lock sampled meanwhile;
      1b. intake alone (its process, database and relay, no consumers) in turns with the plain
          endpoint, as in phase 1; then (diagnostic) letters of 2,000 characters (the other
          runs send one sentence) by intake alone and by the plain endpoint;
@@ -628,7 +628,7 @@ def build_sections(out: dict[str, Any]) -> list[tuple[str, str]]:
     if "intake_runs" in out:
         header = ["target", "clients", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors",
                   "generator CPU (cores)", "CPU by process (cores)",
-                  "event-table lock: held % / avg waiters / holder idle on client %",
+                  "append lock: held % / avg waiters / holder idle on client %",
                   "registration, mean ms: queued / screen / commit "
                   "(petitions per screening / cases per commit)"]
         rows = []
@@ -672,7 +672,8 @@ def build_sections(out: dict[str, Any]) -> list[tuple[str, str]]:
             "Every request is a new petitioner with new wording, so each registers a new case "
             "(none is matched as a repeat or duplicate). The generator is its own process "
             "(asyncio, pre-serialised requests). The lock column samples pg_locks every ~10 ms: "
-            "how often some transaction holds `cases_events`' EXCLUSIVE lock, how many wait "
+            "how often some transaction holds the append lock (every append takes turns on it), "
+            "how many wait "
             "behind it, and how often the holder is idle in its transaction, waiting for its "
             "Python client to send the next statement. The last column is read off intake's "
             "/metrics over the run: the mean time a new case waits for its batch to start, "

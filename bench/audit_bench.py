@@ -261,7 +261,7 @@ def run(dsn: str) -> list[dict[str, Any]]:
          "details": {"verify_eps_runs": verify["verify_eps"],
                      "select_eps_runs": verify["select_eps"]}},
         {"what": "append through CaseStore (100 cases of 4 events per transaction)",
-         "measured": f"{append['store_eps']:,.0f} events/s (table lock, hash chain, NOTIFY)",
+         "measured": f"{append['store_eps']:,.0f} events/s (append lock, hash chain, NOTIFY)",
          "baseline": f"plain INSERT of the same encrypted rows, no chain: "
                      f"{append['plain_insert_eps']:,.0f} events/s",
          "target": "—", "met": None, "details": append},

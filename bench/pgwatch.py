@@ -1,10 +1,10 @@
-"""Who holds the event table's lock, and what it is doing, sampled during a load run.
+"""Who holds the append lock, and what it is doing, sampled during a load run.
 
-The store's insert path takes `LOCK TABLE cases_events IN EXCLUSIVE MODE` for every write
-transaction, so every writer of every service queues on it. Sampling pg_locks/pg_stat_activity
-every few milliseconds shows how busy the lock is, how many transactions wait behind it, and
-whether the holder is working in the server or waiting for its (Python) client to send the next
-statement - time the lock is held for nothing.
+Every append takes the same transaction-level advisory lock (`cases_append`, migration 18), so
+every writer of every service queues on it. Sampling pg_locks/pg_stat_activity every few
+milliseconds shows how busy the lock is, how many transactions wait behind it, and whether the
+holder is working in the server or waiting for its (Python) client to send the next statement -
+time the lock is held for nothing.
 """
 from __future__ import annotations
 
@@ -15,12 +15,17 @@ from typing import Any
 
 import psycopg
 
-SQL = """
+from petitions.infra.schema import APPEND_LOCK_KEY
+
+# An advisory lock on one bigint key shows its high and low 32 bits as classid and objid.
+SQL = f"""
 SELECT l.granted, a.state, coalesce(a.wait_event_type, ''), coalesce(a.wait_event, ''),
        coalesce(nullif(a.application_name, ''), '?')
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.locktype = 'relation' AND l.relation = 'cases_events'::regclass
-  AND l.mode = 'ExclusiveLock'
+WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database
+                                                 WHERE datname = current_database())
+  AND l.classid = {APPEND_LOCK_KEY >> 32} AND l.objid = {APPEND_LOCK_KEY & 0xFFFFFFFF}
+  AND l.objsubid = 1
 """
 
 

@@ -1,9 +1,9 @@
 """Group commit: new aggregates appended several per transaction. The store's insert path
-serialises transactions (a table lock), so batching is what lets intake go past the
+serialises transactions (the append lock), so batching is what lets intake go past the
 one-transaction-per-request ceiling.
 
 Callers form the batches (intake's registration batches); this appends one. Its transactions
-may overlap: the table lock is taken inside the database (see CaseStore), so a second one does
+may overlap: the append lock is taken inside the database (see CaseStore), so a second one does
 not lengthen the first one's hold: it prepares its events, reaches the server and waits there
 for the lock while the first one flushes its commit. Batches are independent new aggregates,
 so their commit order does not matter.

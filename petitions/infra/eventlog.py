@@ -87,7 +87,7 @@ _SET = ("INSERT INTO log_positions (reader, position) VALUES ($1, $2) "
 # A position lost in a crash is read again from the one before: what was published after it
 # is published again, and the bus drops the repeats (Nats-Msg-Id). Not waiting for the disk
 # spares a WAL flush per relayed batch, flushes that queued with the appends' own (their
-# commits hold the event table's lock until flushed).
+# commits hold the append lock until flushed).
 _SET_UNFLUSHED = (
     f"INSERT INTO log_positions (reader, position) SELECT $1, $2 FROM {UNFLUSHED} "
     "ON CONFLICT (reader) DO UPDATE SET position = EXCLUDED.position, updated_at = now()")

@@ -14,7 +14,7 @@ EVENTS_APPENDED = Counter(
 
 # Where a registration's time goes, the stages it waits in one after the other: a latency
 # rise reads as slow screening (the statement that checks retries and open cases and takes
-# the case number) or as appends queueing behind the event table's lock.
+# the case number) or as appends queueing behind the append lock.
 REGISTRATION_STAGE = Histogram(
     "petitions_registration_stage_seconds",
     "Time a registration spends in each stage: queued (waiting for its batch to start), "

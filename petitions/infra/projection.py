@@ -203,7 +203,7 @@ class CaseSummaryProjection:
 
 # The batch's commit does not wait for the disk: a batch lost in a crash, its rows and the
 # position with them, is applied again from the log. The wait was a WAL flush per batch,
-# queued with the appends' own (theirs hold the event table's lock until flushed).
+# queued with the appends' own (theirs hold the append lock until flushed).
 _LOCK_UNFLUSHED = f"SELECT pg_try_advisory_xact_lock($1) FROM {UNFLUSHED}"
 
 UPSERT = """

@@ -10,9 +10,11 @@ from petitions.infra.store import CaseStore
 log = logging.getLogger(__name__)
 
 MIGRATION_LOCK_KEY = 727_100_001
+# The transaction-level advisory lock every append takes turns on (migration 18).
+APPEND_LOCK_KEY = 727_100_004
 
-# How every version of `cases_append` (migrations 8 and 10) begins: the trace context rows,
-# then the table lock and the NOTIFY.
+# How `cases_append` began in migrations 8 and 10: the trace context rows, then the table
+# lock and the NOTIFY.
 _APPEND_PROLOGUE = """BEGIN
     IF coalesce(cardinality(trace_ids), 0) > 0 THEN
         INSERT INTO event_trace_context (originator_id, originator_version, traceparent)
@@ -25,6 +27,61 @@ _APPEND_PROLOGUE = """BEGIN
     END IF;
     LOCK TABLE cases_events IN EXCLUSIVE MODE;
     NOTIFY cases_events;
+"""
+# ... and since migration 18: the append lock instead of the table lock.
+_APPEND_PROLOGUE_ADVISORY = _APPEND_PROLOGUE.replace(
+    "LOCK TABLE cases_events IN EXCLUSIVE MODE;",
+    f"PERFORM pg_advisory_xact_lock({APPEND_LOCK_KEY});")
+
+# Migration 10's append (events as column arrays), which migration 18 redefines with another
+# way of taking turns.
+_APPEND_BY_COLUMNS_SIGNATURE = """CREATE OR REPLACE FUNCTION cases_append(
+    ids uuid[], versions bigint[], topics text[], states bytea[],
+    trace_ids uuid[], trace_versions bigint[], traceparents text[], lock_timeout_s int)
+RETURNS SETOF bigint
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
+"""
+_APPEND_BY_COLUMNS_BODY = """    RETURN QUERY
+        WITH batch AS (
+            SELECT * FROM unnest(ids, versions, topics, states) WITH ORDINALITY
+                AS e(originator_id, originator_version, topic, state, n)),
+        starts AS (
+            -- Where each case's chain goes on from: 32 zero bytes before version 1, else the
+            -- stored predecessor's hash; NULL leaves the case's rows to the trigger.
+            SELECT b.originator_id,
+                   CASE WHEN max(b.originator_version) - min(b.originator_version) + 1
+                             <> count(*) THEN NULL
+                        WHEN min(b.originator_version) = 1
+                            THEN '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea
+                        ELSE (SELECT p.chain_hash FROM cases_events p
+                               WHERE p.originator_id = b.originator_id
+                                 AND p.originator_version = min(b.originator_version) - 1)
+                   END AS prev
+              FROM batch b GROUP BY b.originator_id),
+        chained AS (
+            SELECT b.*, case_chain_after(s.prev, case_event_piece(
+                       b.originator_id, b.originator_version, b.topic, b.state))
+                       OVER (PARTITION BY b.originator_id ORDER BY b.originator_version)
+                       AS chain_hash
+              FROM batch b JOIN starts s USING (originator_id)),
+        inserted AS (
+            INSERT INTO cases_events (originator_id, originator_version, topic, state,
+                                      chain_hash)
+            SELECT c.originator_id, c.originator_version, c.topic, c.state, c.chain_hash
+              FROM chained c ORDER BY c.n  -- notification ids in the order given
+            RETURNING notification_id, originator_id, originator_version, chain_hash),
+        heads AS (
+            -- Only ever moves forward, as in the trigger.
+            INSERT INTO case_chain_heads AS h (case_id, version, chain_hash)
+            SELECT DISTINCT ON (i.originator_id) i.originator_id, i.originator_version,
+                   i.chain_hash
+              FROM inserted i ORDER BY i.originator_id, i.originator_version DESC
+            ON CONFLICT (case_id) DO UPDATE
+                SET version = EXCLUDED.version, chain_hash = EXCLUDED.chain_hash
+                WHERE h.version < EXCLUDED.version)
+        SELECT i.notification_id FROM inserted i ORDER BY i.notification_id;
+END
+$fn$;
 """
 
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -337,53 +394,7 @@ DROP TRIGGER IF EXISTS cases_events_chain ON cases_events;
 CREATE TRIGGER cases_events_chain BEFORE INSERT ON cases_events
     FOR EACH ROW WHEN (NEW.chain_hash IS NULL) EXECUTE FUNCTION cases_events_chain();
 
-CREATE OR REPLACE FUNCTION cases_append(
-    ids uuid[], versions bigint[], topics text[], states bytea[],
-    trace_ids uuid[], trace_versions bigint[], traceparents text[], lock_timeout_s int)
-RETURNS SETOF bigint
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
-""" + _APPEND_PROLOGUE + """    RETURN QUERY
-        WITH batch AS (
-            SELECT * FROM unnest(ids, versions, topics, states) WITH ORDINALITY
-                AS e(originator_id, originator_version, topic, state, n)),
-        starts AS (
-            -- Where each case's chain goes on from: 32 zero bytes before version 1, else the
-            -- stored predecessor's hash; NULL leaves the case's rows to the trigger.
-            SELECT b.originator_id,
-                   CASE WHEN max(b.originator_version) - min(b.originator_version) + 1
-                             <> count(*) THEN NULL
-                        WHEN min(b.originator_version) = 1
-                            THEN '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea
-                        ELSE (SELECT p.chain_hash FROM cases_events p
-                               WHERE p.originator_id = b.originator_id
-                                 AND p.originator_version = min(b.originator_version) - 1)
-                   END AS prev
-              FROM batch b GROUP BY b.originator_id),
-        chained AS (
-            SELECT b.*, case_chain_after(s.prev, case_event_piece(
-                       b.originator_id, b.originator_version, b.topic, b.state))
-                       OVER (PARTITION BY b.originator_id ORDER BY b.originator_version)
-                       AS chain_hash
-              FROM batch b JOIN starts s USING (originator_id)),
-        inserted AS (
-            INSERT INTO cases_events (originator_id, originator_version, topic, state,
-                                      chain_hash)
-            SELECT c.originator_id, c.originator_version, c.topic, c.state, c.chain_hash
-              FROM chained c ORDER BY c.n  -- notification ids in the order given
-            RETURNING notification_id, originator_id, originator_version, chain_hash),
-        heads AS (
-            -- Only ever moves forward, as in the trigger.
-            INSERT INTO case_chain_heads AS h (case_id, version, chain_hash)
-            SELECT DISTINCT ON (i.originator_id) i.originator_id, i.originator_version,
-                   i.chain_hash
-              FROM inserted i ORDER BY i.originator_id, i.originator_version DESC
-            ON CONFLICT (case_id) DO UPDATE
-                SET version = EXCLUDED.version, chain_hash = EXCLUDED.chain_hash
-                WHERE h.version < EXCLUDED.version)
-        SELECT i.notification_id FROM inserted i ORDER BY i.notification_id;
-END
-$fn$;
-"""),
+""" + _APPEND_BY_COLUMNS_SIGNATURE + _APPEND_PROLOGUE + _APPEND_BY_COLUMNS_BODY),
     (11, "case listings of a city, and of a county by status, in the listing's order", """
 -- Pages of cases newest first (services/intake/queries.py, listing_query), read from an
 -- index in that order: a city's (the first four digits of the division; a city whose
@@ -474,6 +485,25 @@ ALTER TABLE case_summaries SET (fillfactor = 75);
 -- the tree back into text. As json it is the text as written, checked to be JSON, and read
 -- back as it is. (The table is rewritten once, under its lock, as this runs.)
 ALTER TABLE case_summaries ALTER COLUMN summary TYPE json USING summary::json;
+"""),
+    (18, "appends take turns on an advisory lock, which vacuum does not block", """
+-- Appends took turns on the event table's EXCLUSIVE lock, which conflicts with the SHARE
+-- UPDATE EXCLUSIVE lock VACUUM and ANALYZE hold while they run, autovacuum's included. An
+-- append that found autovacuum on the table waited deadlock_timeout (1 s by default) for the
+-- deadlock check to cancel it, and every append queued behind waited as long: a second-long
+-- stall of every writer whenever autovacuum came to the log. Under a steady stream of appends
+-- no autovacuum of the log ever finished, until one run to prevent transaction id wraparound,
+-- which is not cancelled, would have held every append for the whole of its run.
+-- The function now takes turns on a transaction-level advisory lock (the same key for every
+-- append), which nothing vacuum takes conflicts with. It orders appends as the table lock did:
+-- taken before the insert draws its notification ids, released only once the commit is
+-- visible. A writer still on the library's path or on migration 8's function takes the
+-- table's EXCLUSIVE lock, which conflicts with the ROW EXCLUSIVE lock this function's insert
+-- takes before it draws an id: such a writer and this function still take turns.
+""" + _APPEND_BY_COLUMNS_SIGNATURE + _APPEND_PROLOGUE_ADVISORY + _APPEND_BY_COLUMNS_BODY + """
+-- CREATE OR REPLACE set the function's options afresh: migration 12's plan again.
+ALTER FUNCTION cases_append(uuid[], bigint[], text[], bytea[], uuid[], bigint[], text[], int)
+    SET plan_cache_mode = force_generic_plan;
 """),
 ]
 

@@ -2,10 +2,11 @@
 
 eventsourcing is synchronous (psycopg 3); async callers use `asyncio.to_thread`, except for
 the appends made under load, which call the append function over asyncpg (`save_async`).
-Every append locks the events table for its transaction, which makes commit order equal
+Appends take turns for their whole transaction, which makes commit order equal
 notification-id order, so readers tailing the log never skip an event; the append is one call
-of a database function (migrations 8 and 10) that takes that lock itself. Do not enable
-eventsourcing's POSTGRES_ENABLE_DB_FUNCTIONS: its function drops the lock.
+of a database function (migrations 8, 10 and 18) that takes the append lock itself, an
+advisory lock that autovacuum does not block. Do not enable eventsourcing's
+POSTGRES_ENABLE_DB_FUNCTIONS: its function takes no lock at all.
 """
 from __future__ import annotations
 
@@ -92,10 +93,11 @@ class TraceContextRecorder(PostgresApplicationRecorder):
     concurrent writer took the version) leaves nothing behind.
 
     Once migration 10 is applied (`use_append_function`, set by CaseStore), an append is one
-    statement calling `cases_append`, which takes the table lock, inserts, chains and notifies
-    inside the server: the lock is held for server time only. The library's path takes the same
-    lock in a client-driven transaction, so it stays correct beside this one, just slower: the
-    lock is held across round trips and while the client waits for CPU."""
+    statement calling `cases_append`, which takes the append lock, inserts, chains and notifies
+    inside the server: the lock is held for server time only. The library's path takes the
+    table's EXCLUSIVE lock in a client-driven transaction, which the function's insert waits for
+    (and the other way round), so it stays correct beside this one, just slower: the lock is
+    held across round trips and while the client waits for CPU."""
 
     APPEND_FUNCTION = "cases_append"
 

@@ -1,6 +1,6 @@
 """Appending delivery outcomes to the cases, several cases per transaction.
 
-The store serialises transactions (a table lock on insert), so one transaction per notice
+The store serialises transactions (the append lock), so one transaction per notice
 would cap notify at the store's transaction rate; outcomes queued while the previous batch was
 committing go in the next one. A batch that conflicts with another writer is read again and
 appended again whole; only a batch that keeps losing falls back to per-case load-apply-save
