@@ -494,9 +494,11 @@ def _clients(run: dict[str, Any]) -> str:
 
 
 def _paired_rows(what: str, runs: list[dict[str, Any]], baseline: list[dict[str, Any]],
-                 half: dict[str, Any], baseline_half: dict[str, Any]) -> list[Row]:
+                 half: dict[str, Any], baseline_half: dict[str, Any],
+                 held_to_targets: bool = True) -> list[Row]:
     """Each concurrency beside the plain endpoint's, the peaks (target 0.6×), and the
-    latency at half of intake's peak (target p99 < 50 ms)."""
+    latency at half of intake's peak (target p99 < 50 ms); without the targets (and named
+    a diagnostic) when not `held_to_targets`."""
     rows = []
     base = {_clients(r): r for r in baseline}
     for r in runs:
@@ -509,16 +511,18 @@ def _paired_rows(what: str, runs: list[dict[str, Any]], baseline: list[dict[str,
             ratio(r["throughput"], b.get("throughput")), "—", None))
     ip = max(r["throughput"] for r in runs)
     bp = max(r["throughput"] for r in baseline)
-    rows.append(Row(f"{what}: peak throughput", f"{ip:.0f}/s", f"{bp:.0f}/s", ratio(ip, bp),
-                    "≥ 0.6× baseline", ip >= 0.6 * bp))
     h, bh = half, baseline_half
+    half_met = (h["p99_ms"] is not None and h["p99_ms"] < 50
+                and h["ok"] >= 0.95 * h["rate"] * h["elapsed_s"] * 0.9)
+    named = what if held_to_targets else f"diagnostic: {what}"
+    rows.append(Row(f"{named}: peak throughput", f"{ip:.0f}/s", f"{bp:.0f}/s", ratio(ip, bp),
+                    *(("≥ 0.6× baseline", ip >= 0.6 * bp) if held_to_targets else ("—", None))))
     rows.append(Row(
-        f"{what}: latency at half of its peak ({h['rate']:.0f}/s fixed rate), p50 / p99",
+        f"{named}: latency at half of its peak ({h['rate']:.0f}/s fixed rate), p50 / p99",
         f"{_fmt_ms(h['p50_ms'])} / {_fmt_ms(h['p99_ms'])}",
         f"{_fmt_ms(bh['p50_ms'])} / {_fmt_ms(bh['p99_ms'])}",
-        ratio(h["p99_ms"], bh["p99_ms"], 1) + " (p99)", "p99 < 50 ms",
-        h["p99_ms"] is not None and h["p99_ms"] < 50 and h["ok"] >= 0.95 * h["rate"]
-        * h["elapsed_s"] * 0.9))
+        ratio(h["p99_ms"], bh["p99_ms"], 1) + " (p99)",
+        *(("p99 < 50 ms", half_met) if held_to_targets else ("—", None))))
     return rows
 
 
@@ -532,8 +536,10 @@ def build_rows(out: dict[str, Any]) -> list[Row]:
         rows += _paired_rows(ALONE, out["alone_runs"], out["alone_baseline_runs"],
                              out["alone_half"], out["alone_baseline_half"])
     if "intake_runs" in out and "baseline_runs" in out:
+        # The targets are intake's as a service, on the cores it is given (as the plain app
+        # is given them): the pipeline sharing them is what two cores carry all told.
         rows += _paired_rows(WITH_CONSUMERS, out["intake_runs"], out["baseline_runs"],
-                             out["intake_half"], out["baseline_half"])
+                             out["intake_half"], out["baseline_half"], held_to_targets=False)
         letters = out.get("letters")
         if letters:
             li, lp = letters["intake"]["throughput"], letters["plain"]["throughput"]
@@ -663,7 +669,10 @@ def build_sections(out: dict[str, Any]) -> list[tuple[str, str]]:
             "relay publishing every event to NATS, with nothing else on the machine's two "
             "cores, as the plain app runs. \"intake\" is the same with the other three services "
             "running beside it on those two cores (they consume what intake registers, and "
-            "take their share of the CPU while they do). Each is measured in turns with a plain "
+            "take their share of the CPU while they do): not held to intake's targets, which are "
+            "for intake as a service given its cores as the plain app is given them, it shows "
+            "what two cores carry of the whole pipeline (every petition registered, routed, "
+            "clocked and notified). Each is measured in turns with a plain "
             "app on the same database: each concurrency by intake, then at once by the plain "
             "app (the consumers caught up and idle), the highest concurrency once more with "
             "the plain app first, then both at half of intake's peak, so that each is compared "
