@@ -13,7 +13,7 @@ from eventsourcing.persistence import IntegrityError
 
 from petitions.domain.values import Actor
 from petitions.infra.dsn import as_uri
-from petitions.infra.schema import migrate
+from petitions.infra.schema import APPEND_LOCK_KEY, migrate
 from petitions.infra.settings import CommonAuthSettings
 from petitions.infra.store import CaseStore, TraceContextRecorder
 from tests.integration.conftest import new_case
@@ -248,30 +248,56 @@ def test_the_append_is_planned_once_per_connection(store, test_env):
         assert "plan_cache_mode=force_generic_plan" in (config or []), signature
 
 
-def test_an_append_does_not_wait_for_a_vacuum_or_analyze_of_the_log(servers):
-    """VACUUM and ANALYZE, autovacuum's too, hold the log's SHARE UPDATE EXCLUSIVE lock while
-    they run. Appends take turns on an advisory lock (migration 18), not on the table's
-    EXCLUSIVE lock, which conflicts with it: an append found autovacuum on the log, waited a
-    second for the deadlock check to cancel it, and held up every append behind it."""
-    dbname = f"petitions_test_vacuum_{uuid.uuid4().hex[:8]}"
+@pytest.fixture(scope="module")
+def scratch_log(servers):
+    """A migrated database of its own: these appends store rows no case stands behind."""
+    dbname = f"petitions_test_append_lock_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(servers.postgres_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
     dsn = as_uri(servers.postgres_dsn, dbname)
     try:
         migrate(dsn)
-        with psycopg.connect(dsn) as analysing, psycopg.connect(dsn, autocommit=True) as writer:
-            analysing.execute("ANALYZE cases_events")  # its lock held until this transaction ends
-            held = analysing.execute(
-                "SELECT mode FROM pg_locks WHERE pid = pg_backend_pid() "
-                "AND relation = 'cases_events'::regclass").fetchall()
-            assert ("ShareUpdateExclusiveLock",) in held
-            # lock_timeout_s: a wait for the lock fails in a second instead of hanging
-            ids = writer.execute(
-                "SELECT cases_append(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[], "
-                "NULL, NULL, NULL, 1)",
-                ([uuid.uuid4()], [1], ["t"], [b"state"])).fetchall()
-            assert len(ids) == 1
-            analysing.rollback()
+        yield dsn
     finally:
         with psycopg.connect(servers.postgres_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+# One event of a new case; lock_timeout_s = 1: a wait for a lock fails in a second instead of
+# hanging.
+_APPEND_ONE = ("SELECT cases_append(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[], "
+               "NULL, NULL, NULL, 1)")
+
+
+def _append_one(conn: psycopg.Connection) -> list[tuple[int]]:
+    return conn.execute(_APPEND_ONE, ([uuid.uuid4()], [1], ["t"], [b"state"])).fetchall()
+
+
+def test_an_append_does_not_wait_for_a_vacuum_or_analyze_of_the_log(scratch_log):
+    """VACUUM and ANALYZE, autovacuum's too, hold the log's SHARE UPDATE EXCLUSIVE lock while
+    they run. Appends take turns on an advisory lock (migration 18), not on the table's
+    EXCLUSIVE lock, which conflicts with it: an append found autovacuum on the log, waited a
+    second for the deadlock check to cancel it, and held up every append behind it."""
+    with psycopg.connect(scratch_log) as analysing, \
+            psycopg.connect(scratch_log, autocommit=True) as writer:
+        analysing.execute("ANALYZE cases_events")  # its lock held until this transaction ends
+        held = analysing.execute(
+            "SELECT mode FROM pg_locks WHERE pid = pg_backend_pid() "
+            "AND relation = 'cases_events'::regclass").fetchall()
+        assert ("ShareUpdateExclusiveLock",) in held
+        assert len(_append_one(writer)) == 1
+        analysing.rollback()
+
+
+def test_appends_take_turns_on_the_append_lock(scratch_log):
+    """What keeps notification ids in commit order: while one transaction holds the append
+    lock, another append waits for it (here until its lock timeout), and stores nothing."""
+    with psycopg.connect(scratch_log) as holder, \
+            psycopg.connect(scratch_log, autocommit=True) as writer:
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK_KEY,))
+        before = writer.execute("SELECT count(*) FROM cases_events").fetchone()
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            _append_one(writer)
+        assert writer.execute("SELECT count(*) FROM cases_events").fetchone() == before
+        holder.rollback()
+        assert len(_append_one(writer)) == 1
