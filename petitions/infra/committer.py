@@ -60,8 +60,6 @@ class GroupCommit:
             return [exc] * len(batch)
         COMMITTED.observe(time.monotonic() - started)
         COMMIT_BATCH_CASES.observe(len(batch))
-        self.transactions += 1
-        self.saved += len(batch)
         return [None] * len(batch)
 
     async def _append_alone(self, item: NewAggregate) -> Exception | None:
@@ -69,8 +67,6 @@ class GroupCommit:
             await self._save([item])
         except Exception as exc:
             return exc
-        self.transactions += 1
-        self.saved += 1
         return None
 
     async def _save(self, batch: Sequence[NewAggregate]) -> None:
@@ -80,3 +76,5 @@ class GroupCommit:
             await self.store.save_async(self.pool, *aggregates, contexts=contexts)
         else:
             await asyncio.to_thread(self.store.save, *aggregates, contexts=contexts)
+        self.transactions += 1
+        self.saved += len(batch)

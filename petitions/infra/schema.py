@@ -13,9 +13,11 @@ MIGRATION_LOCK_KEY = 727_100_001
 # The transaction-level advisory lock every append takes turns on (migration 18).
 APPEND_LOCK_KEY = 727_100_004
 
-# How `cases_append` began in migrations 8 and 10: the trace context rows, then the table
-# lock and the NOTIFY.
-_APPEND_PROLOGUE = """BEGIN
+
+def _append_prologue(take_turns: str) -> str:
+    """How every version of `cases_append` begins: the trace context rows, then the statement
+    that makes appends take turns, and the NOTIFY."""
+    return """BEGIN
     IF coalesce(cardinality(trace_ids), 0) > 0 THEN
         INSERT INTO event_trace_context (originator_id, originator_version, traceparent)
         SELECT * FROM unnest(trace_ids, trace_versions, traceparents)
@@ -25,13 +27,14 @@ _APPEND_PROLOGUE = """BEGIN
     IF lock_timeout_s > 0 THEN
         PERFORM set_config('lock_timeout', lock_timeout_s || 's', true);
     END IF;
-    LOCK TABLE cases_events IN EXCLUSIVE MODE;
+    """ + take_turns + """
     NOTIFY cases_events;
 """
-# ... and since migration 18: the append lock instead of the table lock.
-_APPEND_PROLOGUE_ADVISORY = _APPEND_PROLOGUE.replace(
-    "LOCK TABLE cases_events IN EXCLUSIVE MODE;",
-    f"PERFORM pg_advisory_xact_lock({APPEND_LOCK_KEY});")
+
+
+# Migrations 8 and 10 took turns on the table's lock; migration 18 on the append lock.
+_APPEND_PROLOGUE = _append_prologue("LOCK TABLE cases_events IN EXCLUSIVE MODE;")
+_APPEND_PROLOGUE_ADVISORY = _append_prologue(f"PERFORM pg_advisory_xact_lock({APPEND_LOCK_KEY});")
 
 # Migration 10's append (events as column arrays), which migration 18 redefines with another
 # way of taking turns.

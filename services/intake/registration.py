@@ -95,7 +95,6 @@ class Registrar:
                  identity_hash_key: bytes) -> None:
         self.store = store
         self.batches = batches
-        self.finder = batches.finder  # the one that screens: it also remembers the links
         self.identity_hash_key = identity_hash_key
 
     async def register(self, cmd: RegisterPetition, principal: Principal, at: datetime,
@@ -163,7 +162,7 @@ class Registrar:
                                      source=actor.jurisdiction, actor=actor, at=at)
 
         case = await in_thread(self.store.update, match.case_id, join)
-        await self.finder.remember_link(request_id, match.case_id, match.kind, digest)
+        await self.batches.finder.remember_link(request_id, match.case_id, match.kind, digest)
         return Registration(case, replayed=False, linked_as=match.kind)
 
     async def _replay(self, case_id: UUID, digest: str, screening: Screening) -> Registration:

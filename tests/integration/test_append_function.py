@@ -12,10 +12,10 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 
 from petitions.domain.values import Actor
-from petitions.infra.dsn import as_uri
-from petitions.infra.schema import APPEND_LOCK_KEY, migrate
+from petitions.infra.schema import APPEND_LOCK_KEY
 from petitions.infra.settings import CommonAuthSettings
 from petitions.infra.store import CaseStore, TraceContextRecorder
+from tests.conftest import isolated_env
 from tests.integration.conftest import new_case
 
 pytestmark = pytest.mark.integration
@@ -251,16 +251,8 @@ def test_the_append_is_planned_once_per_connection(store, test_env):
 @pytest.fixture(scope="module")
 def scratch_log(servers):
     """A migrated database of its own: these appends store rows no case stands behind."""
-    dbname = f"petitions_test_append_lock_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(servers.postgres_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
-    dsn = as_uri(servers.postgres_dsn, dbname)
-    try:
-        migrate(dsn)
-        yield dsn
-    finally:
-        with psycopg.connect(servers.postgres_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    with isolated_env(servers, "append_lock") as env:
+        yield env.postgres_dsn
 
 
 # One event of a new case; lock_timeout_s = 1: a wait for a lock fails in a second instead of

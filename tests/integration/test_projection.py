@@ -10,7 +10,6 @@ import psycopg
 import pytest
 
 from petitions.domain.values import Actor
-from petitions.infra.dsn import as_uri
 from petitions.infra.projection import (
     _LOCK_UNFLUSHED,
     PROJECTION_LOCK_KEY,
@@ -20,6 +19,7 @@ from petitions.infra.projection import (
     re_review_issued,
 )
 from petitions.infra.schema import migrate
+from tests.conftest import isolated_env
 from tests.integration.conftest import commit_one_by_one_while, new_case
 
 pytestmark = pytest.mark.integration
@@ -167,16 +167,12 @@ async def test_the_re_review_column_says_what_the_summary_document_says(pool, do
 def test_summaries_stored_as_jsonb_read_the_same_after_migration_17(servers):
     """Migration 17 turns the summary column into json: a summary stored before it is read
     back as the same document, and the screening's `summary->>'subject'` still finds it."""
-    dbname = f"petitions_test_json_{uuid4().hex[:8]}"
-    with psycopg.connect(servers.postgres_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
-    dsn = as_uri(servers.postgres_dsn, dbname)
     case_id = uuid4()
     document = {"case_number": "330106-2026-000001", "division": "330106", "subject": "宅基地",
                 "unit": {"unit_id": "land-330106", "assisting_units": []}, "version": 2,
                 "deadlines": {"acceptance": {"length": 15, "paused_days": 0}}}
-    try:
-        migrate(dsn)
+    with isolated_env(servers, "json_summaries") as env:
+        dsn = env.postgres_dsn
         with psycopg.connect(dsn, autocommit=True) as conn:  # the table as it was before 17
             conn.execute("ALTER TABLE case_summaries ALTER COLUMN summary TYPE jsonb "
                          "USING summary::jsonb")
@@ -192,6 +188,3 @@ def test_summaries_stored_as_jsonb_read_the_same_after_migration_17(servers):
                 "SELECT pg_typeof(summary)::text, summary::text, summary->>'subject' "
                 "FROM case_summaries WHERE case_id = %s", (case_id,)).fetchone()
         assert (kind, json.loads(text), subject) == ("json", document, "宅基地")
-    finally:
-        with psycopg.connect(servers.postgres_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
